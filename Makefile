@@ -1,0 +1,92 @@
+# fanout: plain make, no generated build system.
+#   make          build build/fanout (release flags)
+#   make run      install what is missing, build, start a local PostgreSQL if none is configured, serve
+#   make test     install what is missing, build, run unit + integration tests on a throwaway PostgreSQL
+#   make valgrind the integration suite with the binary under valgrind --leak-check=full
+#   make asan     the whole suite built with AddressSanitizer + UBSan
+#   make tsan     the whole suite built with ThreadSanitizer
+#   make stop     stop the local PostgreSQL that `make run` started
+#   make deps     install missing Debian packages (as root)
+
+CC      ?= cc
+PKGS     = libevent libevent_pthreads libpq jansson
+CFLAGS  ?= -O2 -g
+WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -D_GNU_SOURCE -I.
+SAN     ?=
+BUILD   ?= build
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_CFLAGS = $(shell pkg-config --cflags cmocka 2>/dev/null)
+CMOCKA_LIBS   = $(shell pkg-config --libs cmocka 2>/dev/null)
+
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS) -DFANOUT_VERSION='"$(VERSION)"' -MMD -MP
+LDLIBS     = $(PKG_LIBS) -lpthread -lm
+
+# Every module's .c goes into one static library; service/main.c alone makes the binary.
+LIB_SRC  = $(filter-out service/main.c, $(wildcard config/*.c db/*.c http/*.c service/*.c))
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+INTEG_SRC = $(wildcard tests/integration/*.c)
+INTEG_OBJ = $(INTEG_SRC:%.c=$(BUILD)/obj/%.o)
+INTEG_BIN = $(BUILD)/tests/integration
+
+.PHONY: all deps run stop test unit integration valgrind asan tsan clean
+all: $(BUILD)/fanout
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
+
+$(BUILD)/libfanout.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/fanout: $(BUILD)/obj/service/main.o $(BUILD)/libfanout.a
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libfanout.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS)
+
+$(INTEG_BIN): $(INTEG_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS)
+
+deps:
+	@scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh $(ARGS)
+
+stop:
+	@scripts/localpg.sh stop-run
+
+# The test targets build with -O0 so a debugger and valgrind see every line.
+TEST_CFLAGS = -O0 -g
+
+test: deps
+	@$(MAKE) --no-print-directory BUILD=build/debug CFLAGS="$(TEST_CFLAGS)" test-here
+
+test-here: $(BUILD)/fanout $(UNIT_BIN) $(INTEG_BIN)
+	@scripts/test.sh $(BUILD) $(TEST_WRAPPER)
+
+valgrind: deps
+	@$(MAKE) --no-print-directory BUILD=build/debug CFLAGS="$(TEST_CFLAGS)" \
+	  TEST_WRAPPER="valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 -q" test-here
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-here
+
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build/tsan CC=clang CFLAGS="-O1 -g" SAN="-fsanitize=thread" test-here
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

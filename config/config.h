@@ -1,0 +1,79 @@
+/*
+ * config: fanout's settings, from one declarative table.
+ *
+ * Sources, lowest precedence first: built-in defaults, a config file (only when --config or
+ * FANOUT_CONFIG names one), the environment (FANOUT_<SETTING>; DATABASE_URL is an alias of
+ * FANOUT_DATABASE, which wins when both are set), then command-line flags. The result is one
+ * immutable cfg_settings; nothing else in fanout reads the environment or argv for settings.
+ *
+ * Ownership: cfg_load fills a caller-provided struct whose strings it allocates; cfg_free
+ * releases them. Called from the main thread at start-up only; not thread-safe (getopt).
+ */
+#ifndef FANOUT_CONFIG_H
+#define FANOUT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* Exit code for a bad command line, setting or config file (the service does not start). */
+#define CFG_EXIT_CONFIG 2
+
+typedef enum cfg_log_level {
+    CFG_LOG_ERROR = 0, /* only failures */
+    CFG_LOG_WARN,      /* plus recoverable trouble (reconnects) */
+    CFG_LOG_INFO,      /* plus start-up and shutdown events (default) */
+    CFG_LOG_DEBUG      /* plus per-request detail */
+} cfg_log_level;
+
+typedef struct cfg_settings {
+    char *listen;             /* "HOST:PORT" as configured, e.g. "127.0.0.1:8080", "[::1]:0" */
+    char *listen_host;        /* host part of listen, brackets stripped */
+    int listen_port;          /* port part of listen, 0..65535 (0: any free port) */
+    char *database;           /* libpq conninfo string or URI; NULL when none is configured */
+    int workers;              /* worker threads, each owning one PostgreSQL connection */
+    int queue_size;           /* capacity of the job queue, in jobs */
+    long max_body_bytes;      /* largest request body accepted, bytes */
+    int max_queries;          /* most queries in one batch */
+    int max_params;           /* most parameters in one query */
+    long max_rows;            /* most rows returned per query (a request may ask for fewer) */
+    int statement_timeout_ms; /* server-side statement_timeout on every connection, ms (0: none) */
+    cfg_log_level log_level;  /* least severe log line written */
+    char *timezone;           /* TimeZone pinned on every connection */
+} cfg_settings;
+
+typedef enum cfg_status {
+    CFG_OK = 0,   /* settings loaded: start the service */
+    CFG_EXIT = 1, /* --help or --version was printed: exit 0 */
+    CFG_ERROR = 2 /* err holds one line naming the source (file:line, flag or variable) */
+} cfg_status;
+
+/*
+ * Load settings from argv, envp (a NULL-terminated "NAME=value" array, like environ) and the
+ * config file they name. Writes --help/--version text to out. On CFG_ERROR, *s holds nothing
+ * to free. Resets getopt's state, so it may be called more than once (tests do).
+ * *s is overwritten without freeing: cfg_free a previously loaded struct first. On CFG_EXIT and
+ * CFG_ERROR *s is all zero. Empty environment variables count as unset.
+ */
+cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, FILE *out,
+                    char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Free the strings cfg_load allocated and set them to NULL: safe on a zeroed struct and twice. */
+void cfg_free(cfg_settings *s);
+
+/*
+ * Print a Markdown table "| setting | environment | flag | default | description |" of every
+ * setting, generated from the settings table, for the README.
+ */
+void cfg_print_settings_table(FILE *out);
+
+/*
+ * The i-th entry of the settings table: its name ("queue_size") and its default as text (NULL:
+ * none). Returns false when i is past the end. For tests and tools that must cover every setting.
+ */
+bool cfg_setting_info(size_t i, const char **name, const char **default_text);
+
+/* The name of a log level as written in settings ("error", "warn", "info", "debug"). */
+const char *cfg_log_level_name(cfg_log_level level);
+
+#endif

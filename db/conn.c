@@ -1,0 +1,262 @@
+/*
+ * db_conn: opening a connection with fanout's pinned settings, and its type-name cache.
+ * Owned by one thread at a time; see conn.h.
+ */
+#include "db/conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Type-name cache: open addressing on the OID, linear probing, grown at 1/2 load. */
+typedef struct type_slot {
+    Oid oid;    /* 0: empty slot (InvalidOid is never a real type) */
+    char *name; /* pg_type.typname, owned */
+} type_slot;
+
+struct db_conn {
+    PGconn *pg;         /* the libpq connection, owned */
+    type_slot *types;   /* the cache's slots, owned */
+    size_t types_cap;   /* slots allocated, a power of two */
+    size_t types_len;   /* slots in use */
+};
+
+/* Defaults fanout applies when the conninfo leaves them unset: never hang on a dead network. */
+static const char *const resilience_defaults[][2] = {
+    {"connect_timeout", "5"},        /* seconds */
+    {"keepalives", "1"},
+    {"keepalives_idle", "30"},       /* seconds */
+    {"keepalives_interval", "10"},   /* seconds */
+    {"keepalives_count", "3"},
+    {"tcp_user_timeout", "30000"},   /* ms: unacknowledged data for this long drops the link */
+    {"application_name", "fanout"},
+};
+
+/* Append "-c name=value" to an options string, backslash-escaping spaces and backslashes as
+ * the server's option parser expects. */
+static void options_add(char *out, size_t outlen, const char *name, const char *value)
+{
+    size_t n = strlen(out);
+    n += (size_t)snprintf(out + n, n < outlen ? outlen - n : 0, "%s-c %s=", n ? " " : "", name);
+    for (const char *v = value; *v && n + 2 < outlen; v++) {
+        if (*v == ' ' || *v == '\\')
+            out[n++] = '\\';
+        out[n++] = *v;
+    }
+    if (n < outlen)
+        out[n] = '\0';
+}
+
+bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values, char *err,
+                       size_t errlen)
+{
+    PQconninfoOption *opts = NULL;
+    char *perr = NULL;
+    char **kw = NULL, **val = NULL;
+    char options[2048] = "";
+    char timeout[32];
+    size_t n = 0, cap;
+    bool ok = false;
+
+    *keywords = *values = NULL;
+    opts = PQconninfoParse(p->conninfo ? p->conninfo : "", &perr);
+    if (!opts) {
+        snprintf(err, errlen, "database: %s", perr ? strtok(perr, "\n") : "out of memory");
+        goto out;
+    }
+    cap = sizeof(resilience_defaults) / sizeof(resilience_defaults[0]) + 3;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        cap++;
+    kw = calloc(cap, sizeof(*kw));
+    val = calloc(cap, sizeof(*val));
+    if (!kw || !val)
+        goto oom;
+
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "options") == 0) {
+            snprintf(options, sizeof(options), "%s", o->val);
+            continue;
+        }
+        if (strcmp(o->keyword, "client_encoding") == 0)
+            continue; /* pinned below */
+        if (!(kw[n] = strdup(o->keyword)) || !(val[n++] = strdup(o->val)))
+            goto oom;
+    }
+    for (size_t i = 0; i < sizeof(resilience_defaults) / sizeof(resilience_defaults[0]); i++) {
+        bool set = false;
+        for (size_t j = 0; j < n; j++)
+            set |= strcmp(kw[j], resilience_defaults[i][0]) == 0;
+        if (set)
+            continue;
+        if (!(kw[n] = strdup(resilience_defaults[i][0])) ||
+            !(val[n++] = strdup(resilience_defaults[i][1])))
+            goto oom;
+    }
+    /* Appended after the user's own options, so fanout's values win where both set one. */
+    snprintf(timeout, sizeof(timeout), "%d", p->statement_timeout_ms);
+    options_add(options, sizeof(options), "DateStyle", "ISO");
+    options_add(options, sizeof(options), "IntervalStyle", "postgres");
+    options_add(options, sizeof(options), "bytea_output", "hex");
+    options_add(options, sizeof(options), "extra_float_digits", "1");
+    options_add(options, sizeof(options), "TimeZone", p->timezone ? p->timezone : "UTC");
+    options_add(options, sizeof(options), "statement_timeout", timeout);
+    if (!(kw[n] = strdup("options")) || !(val[n++] = strdup(options)))
+        goto oom;
+    if (!(kw[n] = strdup("client_encoding")) || !(val[n++] = strdup("UTF8")))
+        goto oom;
+    *keywords = kw;
+    *values = val;
+    kw = val = NULL;
+    ok = true;
+    goto out;
+oom:
+    snprintf(err, errlen, "database: out of memory");
+out:
+    db_conninfo_free(kw, val);
+    PQconninfoFree(opts);
+    PQfreemem(perr);
+    return ok;
+}
+
+void db_conninfo_free(char **keywords, char **values)
+{
+    for (size_t i = 0; keywords && keywords[i]; i++)
+        free(keywords[i]);
+    for (size_t i = 0; values && values[i]; i++)
+        free(values[i]);
+    free(keywords);
+    free(values);
+}
+
+static size_t type_hash(Oid oid, size_t cap)
+{
+    return (size_t)(oid * 2654435761u) & (cap - 1);
+}
+
+static bool type_put(db_conn *c, Oid oid, const char *name)
+{
+    if ((c->types_len + 1) * 2 > c->types_cap) {
+        size_t ncap = c->types_cap ? c->types_cap * 2 : 1024;
+        type_slot *nt = calloc(ncap, sizeof(*nt));
+        if (!nt)
+            return false;
+        for (size_t i = 0; i < c->types_cap; i++) {
+            if (!c->types[i].oid)
+                continue;
+            size_t h = type_hash(c->types[i].oid, ncap);
+            while (nt[h].oid)
+                h = (h + 1) & (ncap - 1);
+            nt[h] = c->types[i];
+        }
+        free(c->types);
+        c->types = nt;
+        c->types_cap = ncap;
+    }
+    size_t h = type_hash(oid, c->types_cap);
+    while (c->types[h].oid && c->types[h].oid != oid)
+        h = (h + 1) & (c->types_cap - 1);
+    if (c->types[h].oid == oid)
+        return true;
+    char *copy = strdup(name);
+    if (!copy)
+        return false;
+    c->types[h].oid = oid;
+    c->types[h].name = copy;
+    c->types_len++;
+    return true;
+}
+
+static const char *type_get(const db_conn *c, Oid oid)
+{
+    if (!c->types_cap)
+        return NULL;
+    for (size_t h = type_hash(oid, c->types_cap); c->types[h].oid; h = (h + 1) & (c->types_cap - 1))
+        if (c->types[h].oid == oid)
+            return c->types[h].name;
+    return NULL;
+}
+
+/* Load names from a result of (oid, typname) rows. */
+static void types_load(db_conn *c, PGresult *res)
+{
+    for (int i = 0; i < PQntuples(res); i++)
+        if (!type_put(c, (Oid)strtoul(PQgetvalue(res, i, 0), NULL, 10), PQgetvalue(res, i, 1)))
+            break;
+}
+
+db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
+{
+    char **kw = NULL, **val = NULL;
+    db_conn *c = NULL;
+    PGresult *res = NULL;
+
+    if (!db_conninfo_build(p, &kw, &val, err, errlen))
+        goto fail;
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    c->pg = PQconnectdbParams((const char *const *)kw, (const char *const *)val, 0);
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+        const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
+        size_t len = strcspn(m, "\n");
+        snprintf(err, errlen, "%.*s", (int)len, m);
+        goto fail;
+    }
+    /* Built-in types (OIDs below FirstNormalObjectId) cover nearly every column: one round trip. */
+    res = PQexec(c->pg, "SELECT oid, typname FROM pg_catalog.pg_type WHERE oid < 16384");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "loading type names: %s", PQresultErrorMessage(res));
+        goto fail;
+    }
+    types_load(c, res);
+    PQclear(res);
+    db_conninfo_free(kw, val);
+    return c;
+fail:
+    PQclear(res);
+    db_conn_close(c);
+    db_conninfo_free(kw, val);
+    return NULL;
+}
+
+void db_conn_close(db_conn *c)
+{
+    if (!c)
+        return;
+    PQfinish(c->pg);
+    for (size_t i = 0; i < c->types_cap; i++)
+        free(c->types[i].name);
+    free(c->types);
+    free(c);
+}
+
+PGconn *db_conn_pg(db_conn *c)
+{
+    return c->pg;
+}
+
+bool db_conn_ok(const db_conn *c)
+{
+    return c && PQstatus(c->pg) == CONNECTION_OK;
+}
+
+const char *db_conn_type_name(db_conn *c, Oid type)
+{
+    const char *name = type_get(c, type);
+    if (name)
+        return name;
+    char oid[16];
+    const char *params[1] = {oid};
+    snprintf(oid, sizeof(oid), "%u", type);
+    PGresult *res = PQexecParams(c->pg, "SELECT oid, typname FROM pg_catalog.pg_type WHERE oid = $1",
+                                 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+        types_load(c, res);
+    PQclear(res);
+    name = type_get(c, type);
+    return name ? name : "unknown";
+}

@@ -1,0 +1,54 @@
+/*
+ * db_conn: one PostgreSQL connection and what fanout keeps beside it.
+ *
+ * A db_conn belongs to exactly one thread at a time (a worker, for the connection's whole life);
+ * nothing here locks. Besides the PGconn it holds the connection's type-name cache (type OID ->
+ * pg_type.typname), filled at connect time with the built-in types and lazily for others.
+ *
+ * Every connection is opened with settings that shape values pinned, so replies do not depend on
+ * server defaults: client_encoding=UTF8, DateStyle=ISO, IntervalStyle=postgres, bytea_output=hex,
+ * extra_float_digits=1, TimeZone and statement_timeout from the settings; and with resilience
+ * defaults (connect_timeout, TCP keepalives, tcp_user_timeout) unless the conninfo sets them.
+ */
+#ifndef FANOUT_DB_CONN_H
+#define FANOUT_DB_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <libpq-fe.h>
+
+typedef struct db_conn db_conn;
+
+typedef struct db_conn_params {
+    const char *conninfo;      /* libpq conninfo string or URI; "" for libpq's defaults */
+    const char *timezone;      /* pinned TimeZone, e.g. "UTC" */
+    int statement_timeout_ms;  /* pinned statement_timeout, ms; 0 for none */
+} db_conn_params;
+
+/*
+ * The keyword/value arrays fanout connects with: the user's conninfo, fanout's defaults for
+ * what it leaves unset, and the pinned settings appended to `options` (so they win). Both
+ * arrays are NULL-terminated; free with db_conninfo_free. Returns false and writes err for a
+ * conninfo libpq cannot parse. Exposed so config checks and unit tests see what is used.
+ */
+bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values, char *err,
+                       size_t errlen) __attribute__((warn_unused_result));
+void db_conninfo_free(char **keywords, char **values);
+
+/*
+ * Connect (blocking: call it on a worker thread) and load the built-in type names. Returns NULL
+ * and writes a one-line reason to err on failure. The caller owns the result: db_conn_close.
+ */
+db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen);
+void db_conn_close(db_conn *c);
+
+PGconn *db_conn_pg(db_conn *c);
+bool db_conn_ok(const db_conn *c); /* the connection is not known to be broken */
+
+/*
+ * The pg_type name of a type OID, from the cache; on a miss asks the server (one round trip,
+ * then cached). Returns "unknown" when the server cannot say. The string lives as long as c.
+ */
+const char *db_conn_type_name(db_conn *c, Oid type);
+
+#endif

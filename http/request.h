@@ -1,0 +1,75 @@
+/*
+ * http_request: parsing and validating a POST /v1/batch body into a plain batch description.
+ *
+ * Knows JSON (jansson) and fanout's request schema; knows nothing of libpq, libevent or threads.
+ * The loop thread calls it. The description it returns is plain C data that workers may read
+ * (never write) while the batch runs.
+ *
+ * Parameters become text the way PostgreSQL would read them: strings as they are; integers as
+ * their digits; other numbers as the shortest text that reads back as the same double; booleans
+ * as "true"/"false"; null as SQL NULL (a NULL pointer); objects and arrays as their compact JSON
+ * text (for json/jsonb). They are never spliced into SQL text.
+ */
+#ifndef FANOUT_HTTP_REQUEST_H
+#define FANOUT_HTTP_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum http_mode {
+    HTTP_MODE_PARALLEL = 0, /* each query its own job, run concurrently, own implicit transaction */
+    HTTP_MODE_TRANSACTION   /* the whole batch in order on one connection, BEGIN .. COMMIT */
+} http_mode;
+
+typedef enum http_isolation {
+    HTTP_ISO_READ_COMMITTED = 0, /* default */
+    HTTP_ISO_REPEATABLE_READ,
+    HTTP_ISO_SERIALIZABLE
+} http_isolation;
+
+typedef struct http_query {
+    char *id;      /* the request's "id", echoed in the result; NULL when absent */
+    char *sql;     /* the statement text, NUL-free (jansson refuses \u0000) */
+    int nparams;   /* entries in params */
+    char **params; /* parameter texts; an entry is NULL for SQL NULL; NULL when nparams == 0 */
+} http_query;
+
+typedef struct http_batch_req {
+    http_mode mode;           /* "mode": parallel (default) or transaction */
+    http_isolation isolation; /* "isolation"; only meaningful in transaction mode */
+    bool read_only;           /* "read_only": run every query in a read-only transaction */
+    bool rows_as_objects;     /* "row_format": "object" (true) or "array" (false, default) */
+    bool int8_as_number;      /* "int8_as_number": int8 values as JSON numbers */
+    long max_rows;            /* "max_rows", already lowered to the setting; the setting if absent */
+    int nqueries;             /* entries in queries, >= 1 */
+    http_query *queries;      /* in request order */
+} http_batch_req;
+
+typedef struct http_req_limits {
+    int max_queries; /* setting max_queries */
+    int max_params;  /* setting max_params */
+    long max_rows;   /* setting max_rows: the default and the ceiling of "max_rows" */
+    int max_depth;   /* deepest JSON nesting accepted (checked before jansson parses) */
+} http_req_limits;
+
+/* Nesting deeper than this is refused before parsing; fanout's schema needs depth 4 plus params. */
+#define HTTP_DEFAULT_MAX_DEPTH 64
+
+/*
+ * Parse body[0..len). On success returns true and sets *out (free with http_batch_req_free).
+ * On failure returns false, leaves *out NULL and writes a one-line, client-facing reason to err
+ * (the caller answers 400 "bad_request" with it).
+ */
+bool http_request_parse(const char *body, size_t len, const http_req_limits *limits,
+                        http_batch_req **out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+void http_batch_req_free(http_batch_req *req);
+
+/*
+ * The text a JSON number-or-other scalar parameter becomes (exposed for unit tests and the
+ * fuzzer). Writes into buf, returns false when the value cannot be a parameter.
+ */
+bool http_format_double(double v, char *buf, size_t buflen);
+
+#endif

@@ -1,0 +1,239 @@
+/*
+ * http_server: evhttp set-up, routing and replies. Loop thread only; see server.h.
+ */
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+/* Request headers beyond this are refused (libevent 2.1 leaves them unlimited). */
+#define MAX_HEADERS_BYTES (64 * 1024)
+/* An idle or stalled client connection is closed after this many seconds. */
+#define CLIENT_TIMEOUT_S 60
+
+struct http_server {
+    struct evhttp *http;               /* owned */
+    struct evhttp_bound_socket *bound; /* the listening socket, owned by http */
+    const cfg_settings *settings;      /* not owned */
+    http_handlers handlers;            /* copied at start */
+    http_req_limits limits;            /* request parsing limits from the settings */
+    char address[96];                  /* the bound address, for logs */
+};
+
+void http_reply_json(struct evhttp_request *req, int status, struct evbuffer *body)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    evhttp_send_reply(req, status, NULL, body);
+}
+
+void http_reply_error(struct evhttp_request *req, int status, const char *code,
+                      const char *message)
+{
+    struct evbuffer *body = evbuffer_new();
+    json_t *doc = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+
+    if (body && text)
+        evbuffer_add(body, text, strlen(text));
+    else if (body) /* out of memory: still a JSON reply */
+        evbuffer_add_printf(body, "{\"error\":{\"code\":\"%s\",\"message\":\"\"}}", code);
+    http_reply_json(req, status, body);
+    free(text);
+    json_decref(doc);
+    if (body)
+        evbuffer_free(body);
+}
+
+static void reply_status(struct evhttp_request *req, int status, const char *json)
+{
+    struct evbuffer *body = evbuffer_new();
+    if (body)
+        evbuffer_add(body, json, strlen(json));
+    http_reply_json(req, status, body);
+    if (body)
+        evbuffer_free(body);
+}
+
+static void method_not_allowed(struct evhttp_request *req, const char *allow)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    http_reply_error(req, 405, "method_not_allowed", "method not allowed on this path");
+}
+
+/* "application/json", optionally followed by parameters (";charset=utf-8"), any case. */
+static bool is_json_media_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    if (!ct)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
+        return false;
+    ct += sizeof(want) - 1;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+static void handle_batch(http_server *s, struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    http_batch_req *desc = NULL;
+    char err[256];
+
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        method_not_allowed(req, "POST");
+        return;
+    }
+    if (!is_json_media_type(ct)) {
+        http_reply_error(req, 415, "unsupported_media_type",
+                         "the request body must be application/json");
+        return;
+    }
+    size_t len = evbuffer_get_length(in);
+    if (len > (size_t)s->settings->max_body_bytes) { /* libevent enforces it; be sure anyway */
+        http_reply_error(req, 413, "too_large", "the request body exceeds max_body_bytes");
+        return;
+    }
+    const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (!http_request_parse(body, len, &s->limits, &desc, err, sizeof(err))) {
+        http_reply_error(req, 400, "bad_request", err);
+        return;
+    }
+    s->handlers.batch(req, desc, s->handlers.arg);
+}
+
+static void handle_probe(http_server *s, struct evhttp_request *req, bool readiness)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    char reason[256] = "";
+
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        method_not_allowed(req, "GET, HEAD");
+        return;
+    }
+    if (!readiness) {
+        reply_status(req, 200, "{\"status\":\"ok\"}");
+    } else if (s->handlers.ready(s->handlers.arg, reason, sizeof(reason))) {
+        reply_status(req, 200, "{\"status\":\"ready\"}");
+    } else {
+        json_t *doc = json_pack("{s:s,s:s}", "status", "unavailable", "reason", reason);
+        char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+        reply_status(req, 503, text ? text : "{\"status\":\"unavailable\"}");
+        free(text);
+        json_decref(doc);
+    }
+}
+
+static void route(struct evhttp_request *req, void *arg)
+{
+    http_server *s = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+
+    if (!path)
+        http_reply_error(req, 400, "bad_request", "malformed request target");
+    else if (strcmp(path, "/v1/batch") == 0)
+        handle_batch(s, req);
+    else if (strcmp(path, "/healthz") == 0)
+        handle_probe(s, req, false);
+    else if (strcmp(path, "/readyz") == 0)
+        handle_probe(s, req, true);
+    else
+        http_reply_error(req, 404, "not_found", "no such route");
+}
+
+static void format_address(http_server *s)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (getsockname(evhttp_bound_socket_get_fd(s->bound), (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+            port = ntohs(a->sin6_port);
+            snprintf(s->address, sizeof(s->address), "[%s]:%d", host, port);
+            return;
+        }
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        port = ntohs(a->sin_port);
+    }
+    snprintf(s->address, sizeof(s->address), "%s:%d", host, port);
+}
+
+http_server *http_server_start(struct event_base *base, const cfg_settings *settings,
+                               const http_handlers *handlers, char *err, size_t errlen)
+{
+    http_server *s = calloc(1, sizeof(*s));
+    if (!s || !(s->http = evhttp_new(base))) {
+        snprintf(err, errlen, "out of memory starting the HTTP server");
+        goto fail;
+    }
+    s->settings = settings;
+    s->handlers = *handlers;
+    s->limits = (http_req_limits){.max_queries = settings->max_queries,
+                                  .max_params = settings->max_params,
+                                  .max_rows = settings->max_rows,
+                                  .max_depth = HTTP_DEFAULT_MAX_DEPTH};
+    /* Let every method through so fanout answers 405 itself instead of libevent's 501. */
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_max_body_size(s->http, settings->max_body_bytes);
+    evhttp_set_max_headers_size(s->http, MAX_HEADERS_BYTES);
+    evhttp_set_timeout(s->http, CLIENT_TIMEOUT_S);
+    evhttp_set_gencb(s->http, route, s);
+    s->bound = evhttp_bind_socket_with_handle(s->http, settings->listen_host,
+                                              (ev_uint16_t)settings->listen_port);
+    if (!s->bound) {
+        snprintf(err, errlen, "cannot listen on %s: %s", settings->listen,
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        goto fail;
+    }
+    format_address(s);
+    return s;
+fail:
+    http_server_free(s);
+    return NULL;
+}
+
+const char *http_server_address(const http_server *s)
+{
+    return s->address;
+}
+
+void http_server_stop_accepting(http_server *s)
+{
+    if (s->bound) {
+        evhttp_del_accept_socket(s->http, s->bound);
+        s->bound = NULL;
+    }
+}
+
+void http_server_free(http_server *s)
+{
+    if (!s)
+        return;
+    if (s->http)
+        evhttp_free(s->http);
+    free(s);
+}

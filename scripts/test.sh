@@ -1,0 +1,45 @@
+#!/bin/sh
+# Run every unit test, then the integration suite against a throwaway PostgreSQL that this script
+# starts and always stops. Usage: test.sh BUILD_DIR [WRAPPER...]
+#   WRAPPER (e.g. valgrind ...) is put in front of every fanout process the integration tests start.
+# Prints one closing line "tests: N passed, N failed" and exits non-zero on any failure.
+set -u
+build=${1:?usage: test.sh BUILD_DIR [WRAPPER...]}; shift
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here" || exit 1
+
+passed=0 failed=0 broken=""
+# run NAME CMD...: run a cmocka binary and add up its counts.
+run() {
+    name=$1; shift
+    out=$(mktemp)
+    "$@" >"$out" 2>&1; rc=$?
+    cat "$out"
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n 1)
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n 1)
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+    if [ "$rc" != 0 ] || [ -z "$p" ]; then broken="$broken $name"; fi
+    rm -f "$out"
+}
+
+for t in "$build"/tests/test_*; do
+    run "$(basename "$t")" "$t"
+done
+
+pg=$(scripts/localpg.sh start-temp) || { echo "test: could not start PostgreSQL" >&2; exit 1; }
+pgdir=$(echo "$pg" | head -n 1)
+trap 'scripts/localpg.sh stop-temp "$pgdir"' EXIT INT TERM
+FANOUT_TEST_DATABASE=$(echo "$pg" | tail -n 1)
+FANOUT_TEST_ADMIN="host=$pgdir/run dbname=fanout_test user=postgres"
+FANOUT_BIN="$build/fanout"
+FANOUT_WRAPPER="$*"
+export FANOUT_TEST_DATABASE FANOUT_TEST_ADMIN FANOUT_BIN FANOUT_WRAPPER
+run integration "$build/tests/integration"
+
+echo
+if [ -n "$broken" ]; then
+    echo "failing suites:$broken"
+    echo "tests: $passed passed, $failed failed"
+    exit 1
+fi
+echo "tests: $passed passed, $failed failed"

@@ -1,0 +1,170 @@
+/*
+ * fanout: an HTTP service that runs batches of PostgreSQL queries concurrently.
+ *
+ * The split (see docs/DESIGN.md):
+ *   - the main thread runs the libevent loop: HTTP in and out, batch bookkeeping, replies.
+ *     It never calls libpq and never blocks.
+ *   - svc_pool's worker threads each own one PostgreSQL connection and run the blocking libpq
+ *     calls; finished batches come back to the loop through the pool's notification.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight batches finish, stop the loop, join
+ * the workers (closing their connections), free evhttp on the loop thread, exit 0. A second
+ * signal exits at once.
+ *
+ * Exit codes: 0 clean shutdown or --help/--version; 1 start-up failure (cannot listen, no
+ * memory); 2 bad command line, setting or config file.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/thread.h>
+
+#include "config/config.h"
+#include "http/server.h"
+#include "service/batch.h"
+#include "service/log.h"
+#include "service/pool.h"
+
+extern char **environ;
+
+typedef struct app {
+    cfg_settings settings;      /* immutable after start-up */
+    struct event_base *base;    /* the loop; main thread */
+    svc_pool *pool;             /* workers */
+    http_server *server;        /* HTTP front end */
+    int inflight;               /* batches submitted and not yet replied (loop thread) */
+    int signals;                /* termination signals received (loop thread) */
+} app;
+
+static void maybe_finish_shutdown(app *a)
+{
+    if (a->signals > 0 && a->inflight == 0)
+        event_base_loopbreak(a->base);
+}
+
+static void on_batch_done(svc_batch *b, void *arg)
+{
+    app *a = arg;
+    svc_batch_reply(b);
+    svc_batch_free(b);
+    a->inflight--;
+    maybe_finish_shutdown(a);
+}
+
+static void reply_unavailable(struct evhttp_request *req, const char *code, const char *message)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    http_reply_error(req, 503, code, message);
+}
+
+static void on_batch(struct evhttp_request *req, http_batch_req *desc, void *arg)
+{
+    app *a = arg;
+    svc_batch *b = svc_batch_new(req, desc);
+    if (!b) {
+        http_reply_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    switch (svc_pool_submit(a->pool, b)) {
+    case SVC_SUBMITTED:
+        a->inflight++;
+        return;
+    case SVC_OVERLOADED:
+        reply_unavailable(req, "overloaded", "the job queue is full; retry later");
+        break;
+    case SVC_DB_UNAVAILABLE:
+        reply_unavailable(req, "db_unavailable", "no database connection is available");
+        break;
+    }
+    svc_batch_free(b);
+}
+
+static bool on_ready(void *arg, char *reason, size_t reasonlen)
+{
+    app *a = arg;
+    if (svc_pool_connected(a->pool) > 0)
+        return true;
+    snprintf(reason, reasonlen, "no worker has a database connection");
+    return false;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    app *a = arg;
+    (void)what;
+    if (a->signals++ > 0) {
+        svc_log_warn("second signal %d: exiting at once", (int)sig);
+        _exit(1);
+    }
+    svc_log_info("signal %d: shutting down after %d in-flight batches", (int)sig, a->inflight);
+    http_server_stop_accepting(a->server);
+    maybe_finish_shutdown(a);
+}
+
+int main(int argc, char **argv)
+{
+    app a = {0};
+    struct event *sigterm = NULL, *sigint = NULL;
+    char err[512];
+    int rc = 1;
+
+    switch (cfg_load(&a.settings, argc, argv, environ, stdout, err, sizeof(err))) {
+    case CFG_OK:
+        break;
+    case CFG_EXIT:
+        return 0;
+    case CFG_ERROR:
+        fprintf(stderr, "fanout: %s\n", err);
+        return CFG_EXIT_CONFIG;
+    }
+    svc_log_set_level(a.settings.log_level);
+    /* A client that hangs up mid-reply must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+
+    /* Workers activate the loop's completion event from their own threads. */
+    if (evthread_use_pthreads() != 0 || !(a.base = event_base_new())) {
+        svc_log_error("cannot create the event loop");
+        goto out;
+    }
+    if (!a.settings.database)
+        svc_log_warn("no database configured: using libpq defaults (PGHOST, PGDATABASE, ...)");
+    a.pool = svc_pool_start(a.base, &a.settings, on_batch_done, &a, err, sizeof(err));
+    if (!a.pool) {
+        svc_log_error("%s", err);
+        goto out;
+    }
+    http_handlers handlers = {.batch = on_batch, .ready = on_ready, .arg = &a};
+    a.server = http_server_start(a.base, &a.settings, &handlers, err, sizeof(err));
+    if (!a.server) {
+        svc_log_error("%s", err);
+        goto out;
+    }
+    sigterm = evsignal_new(a.base, SIGTERM, on_signal, &a);
+    sigint = evsignal_new(a.base, SIGINT, on_signal, &a);
+    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL)) {
+        svc_log_error("cannot install signal handlers");
+        goto out;
+    }
+    svc_log_info("fanout %s listening on %s with %d workers", FANOUT_VERSION,
+                 http_server_address(a.server), a.settings.workers);
+    event_base_dispatch(a.base);
+    rc = 0;
+    svc_log_info("stopped");
+out:
+    /* Workers first (they may still hand batches back), then evhttp, then the loop. */
+    svc_pool_stop(a.pool);
+    http_server_free(a.server);
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    if (a.base)
+        event_base_free(a.base);
+    cfg_free(&a.settings);
+    libevent_global_shutdown();
+    return rc;
+}

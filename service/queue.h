@@ -1,0 +1,34 @@
+/*
+ * svc_queue: the bounded job queue between the loop thread (producer) and the workers
+ * (consumers). A ring of opaque pointers behind one mutex and one condition variable; the lock
+ * is held only to move pointers, never across I/O.
+ *
+ * Ownership: the queue never owns what it carries; a pointer popped belongs to the popper.
+ */
+#ifndef FANOUT_SVC_QUEUE_H
+#define FANOUT_SVC_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct svc_queue svc_queue;
+
+svc_queue *svc_queue_new(size_t capacity);
+void svc_queue_free(svc_queue *q); /* after every consumer has returned from svc_queue_pop */
+
+/*
+ * Push all n items or none: a batch's jobs are queued whole or refused whole (overload), never
+ * half. Returns false when they do not fit or the queue is closed. Never blocks on a full queue.
+ */
+bool svc_queue_push_all(svc_queue *q, void *const *items, size_t n)
+    __attribute__((warn_unused_result));
+
+/* Block until an item is available and return it; NULL once the queue is closed and empty. */
+void *svc_queue_pop(svc_queue *q);
+
+/* Wake every waiting consumer; later pushes fail, pops drain what is left then return NULL. */
+void svc_queue_close(svc_queue *q);
+
+size_t svc_queue_depth(svc_queue *q);
+
+#endif
