@@ -58,7 +58,7 @@ typedef enum cfg_status {
 cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, FILE *out,
                     char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Free the strings cfg_load allocated and set them to NULL: safe on a zeroed struct and twice. */
+/* Free the strings cfg_load allocated and zero *s: safe on a zeroed struct and twice. */
 void cfg_free(cfg_settings *s);
 
 /*

@@ -21,4 +21,4 @@ SELECT 1 + (i * 7919) % 1000, ((i * 37) % 10000) / 100.0,
        jsonb_build_array(jsonb_build_object('sku', 'sku-' || (i % 50), 'qty', 1 + i % 3)),
        date '2026-01-01' + (i % 300)
 FROM generate_series(1, 5000) AS i;
-ANALYZE;
+ANALYZE users, orders;

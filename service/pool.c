@@ -197,26 +197,13 @@ fail:
 
 svc_submit_status svc_pool_submit(svc_pool *p, svc_batch *b)
 {
-    void *stack_items[64];
-    void **items = stack_items;
-    svc_submit_status st = SVC_SUBMITTED;
-
     if (atomic_load(&p->connected) == 0)
         return SVC_DB_UNAVAILABLE;
-    if (b->njobs > (int)(sizeof(stack_items) / sizeof(stack_items[0]))) {
-        items = malloc((size_t)b->njobs * sizeof(*items));
-        if (!items)
-            return SVC_OVERLOADED;
-    }
-    for (int i = 0; i < b->njobs; i++) {
+    for (int i = 0; i < b->njobs; i++)
         clock_gettime(CLOCK_MONOTONIC, &b->jobs[i].queued);
-        items[i] = &b->jobs[i];
-    }
-    if (!svc_queue_push_all(p->queue, items, (size_t)b->njobs))
-        st = SVC_OVERLOADED;
-    if (items != stack_items)
-        free(items);
-    return st;
+    if (!svc_queue_push_all(p->queue, b->jobs, sizeof(*b->jobs), (size_t)b->njobs))
+        return SVC_OVERLOADED;
+    return SVC_SUBMITTED;
 }
 
 int svc_pool_connected(svc_pool *p)

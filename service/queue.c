@@ -44,13 +44,13 @@ void svc_queue_free(svc_queue *q)
     free(q);
 }
 
-bool svc_queue_push_all(svc_queue *q, void *const *items, size_t n)
+bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n)
 {
     bool ok = false;
     pthread_mutex_lock(&q->lock);
     if (!q->closed && q->capacity - q->len >= n) {
         for (size_t i = 0; i < n; i++)
-            q->ring[(q->head + q->len + i) % q->capacity] = items[i];
+            q->ring[(q->head + q->len + i) % q->capacity] = (char *)first + i * size;
         q->len += n;
         ok = true;
     }

@@ -17,10 +17,11 @@ svc_queue *svc_queue_new(size_t capacity);
 void svc_queue_free(svc_queue *q); /* after every consumer has returned from svc_queue_pop */
 
 /*
- * Push all n items or none: a batch's jobs are queued whole or refused whole (overload), never
- * half. Returns false when they do not fit or the queue is closed. Never blocks on a full queue.
+ * Push pointers to n consecutive elements of `size` bytes starting at first (a batch's jobs
+ * array), all or none: a batch is queued whole or refused whole (overload), never half.
+ * Returns false when they do not fit or the queue is closed. Never blocks on a full queue.
  */
-bool svc_queue_push_all(svc_queue *q, void *const *items, size_t n)
+bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n)
     __attribute__((warn_unused_result));
 
 /* Block until an item is available and return it; NULL once the queue is closed and empty. */

@@ -1,0 +1,560 @@
+/*
+ * config: every setting is one row of cfg_defs below. The config file, the environment, the
+ * command line, --help and the README table are all driven from that table, so a new setting is
+ * one row, one cfg_settings field and one line in config/fanout.conf (a unit test checks that
+ * file names every row).
+ *
+ * cfg_load fills a private cfg_settings, layering the sources lowest first: defaults, file,
+ * environment, flags. Each layer overwrites (and frees) what the one before stored. argv is
+ * scanned first only to collect flag values and --config; the values are applied last. Only a
+ * fully loaded struct is handed to the caller: on any failure the private copy is freed.
+ *
+ * Threads: the main thread at start-up only; getopt's globals make cfg_load non-reentrant.
+ */
+#include "config/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#ifndef FANOUT_VERSION
+#define FANOUT_VERSION "dev"
+#endif
+
+#define WHY_LEN 256  /* room for why a value was refused, before the source is prefixed */
+#define NAME_LEN 64  /* room for a flag or environment name made from a setting name */
+#define NONE_SHOWN "(none: local PostgreSQL under ./var with make run)"
+
+typedef enum cfg_type {
+    CFG_T_INT,      /* int, strict decimal, bounded by min..max */
+    CFG_T_LONG,     /* long, strict decimal, bounded by min..max */
+    CFG_T_STRING,   /* char *, malloc'd; min 1 means it must not be empty */
+    CFG_T_LISTEN,   /* char *, malloc'd, "HOST:PORT" or "[IPV6]:PORT", checked when set */
+    CFG_T_LOG_LEVEL /* cfg_log_level, by name */
+} cfg_type;
+
+typedef struct cfg_def {
+    const char *name;      /* file key; FANOUT_<NAME> in the environment; --name-with-dashes */
+    cfg_type type;         /* how text is parsed and what the field at offset is */
+    size_t offset;         /* offsetof the field in cfg_settings */
+    long long min;         /* least value (numbers); 1 for strings that must not be empty */
+    long long max;         /* greatest value (numbers only) */
+    const char *def;       /* default as text, parsed like any source; NULL: none configured */
+    const char *env_alias; /* variable read when FANOUT_<NAME> is unset, or NULL */
+    const char *help;      /* one line for --help, the README and fanout.conf; no '|' */
+} cfg_def;
+
+#define F(field) offsetof(cfg_settings, field)
+static const cfg_def cfg_defs[] = {
+    {"listen", CFG_T_LISTEN, F(listen), 0, 0, "127.0.0.1:8080", NULL,
+     "address to serve HTTP on, HOST:PORT or [IPV6]:PORT; port 0 picks a free port"},
+    {"database", CFG_T_STRING, F(database), 1, 0, NULL, "DATABASE_URL",
+     "PostgreSQL conninfo string or URI (a secret: never printed)"},
+    {"workers", CFG_T_INT, F(workers), 1, 1024, "8", NULL,
+     "worker threads, each owning one PostgreSQL connection"},
+    {"queue_size", CFG_T_INT, F(queue_size), 1, 1000000, "1024", NULL,
+     "capacity of the job queue, in jobs"},
+    {"max_body_bytes", CFG_T_LONG, F(max_body_bytes), 1024, 1073741824, "1048576", NULL,
+     "largest request body accepted, in bytes"},
+    {"max_queries", CFG_T_INT, F(max_queries), 1, 100000, "1000", NULL,
+     "most queries in one batch"},
+    {"max_params", CFG_T_INT, F(max_params), 0, 65535, "1000", NULL,
+     "most parameters in one query"},
+    {"max_rows", CFG_T_LONG, F(max_rows), 1, 100000000, "100000", NULL,
+     "most rows returned per query; a request may ask for fewer"},
+    {"statement_timeout_ms", CFG_T_INT, F(statement_timeout_ms), 0, 86400000, "30000", NULL,
+     "statement_timeout on every connection, in ms; 0 means none"},
+    {"log_level", CFG_T_LOG_LEVEL, F(log_level), 0, 0, "info", NULL,
+     "least severe log line written: error, warn, info or debug"},
+    {"timezone", CFG_T_STRING, F(timezone), 1, 0, "UTC", NULL,
+     "TimeZone set on every connection, so timestamps render the same"},
+};
+#undef F
+#define NDEFS (sizeof cfg_defs / sizeof cfg_defs[0])
+
+/* getopt_long vals above every short option: --config, then one per setting. */
+enum { OPT_CONFIG = 0x100, OPT_SETTING = 0x200 };
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+const char *cfg_log_level_name(cfg_log_level level)
+{
+    if ((unsigned)level >= sizeof level_names / sizeof level_names[0])
+        return "unknown";
+    return level_names[level];
+}
+
+bool cfg_setting_info(size_t i, const char **name, const char **default_text)
+{
+    if (i >= NDEFS)
+        return false;
+    *name = cfg_defs[i].name;
+    *default_text = cfg_defs[i].def;
+    return true;
+}
+
+/* Write one error line to err; returns false so callers can `return fail(...)`. */
+__attribute__((format(printf, 3, 4))) static bool fail(char *err, size_t errlen,
+                                                       const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err && errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+/* "max_rows" -> "max-rows", the long flag without its dashes. */
+static const char *flag_name(const cfg_def *d, char *buf)
+{
+    size_t i;
+
+    for (i = 0; d->name[i] && i < NAME_LEN - 1; i++)
+        buf[i] = d->name[i] == '_' ? '-' : d->name[i];
+    buf[i] = '\0';
+    return buf;
+}
+
+/* "max_rows" -> "FANOUT_MAX_ROWS". */
+static const char *env_name(const cfg_def *d, char *buf)
+{
+    size_t i, n = strlen("FANOUT_");
+
+    memcpy(buf, "FANOUT_", n);
+    for (i = 0; d->name[i] && n + i < NAME_LEN - 1; i++)
+        buf[n + i] = (char)toupper((unsigned char)d->name[i]);
+    buf[n + i] = '\0';
+    return buf;
+}
+
+static const char *metavar(const cfg_def *d)
+{
+    switch (d->type) {
+    case CFG_T_INT:
+    case CFG_T_LONG: return "N";
+    case CFG_T_LISTEN: return "HOST:PORT";
+    case CFG_T_LOG_LEVEL: return "LEVEL";
+    case CFG_T_STRING: break;
+    }
+    return "TEXT";
+}
+
+static const cfg_def *find_def(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < NDEFS; i++)
+        if (strcmp(cfg_defs[i].name, name) == 0)
+            return &cfg_defs[i];
+    return NULL;
+}
+
+/*
+ * Strict decimal: an optional sign, digits, nothing else (strtoll alone would skip leading
+ * spaces and stop at junk). Overflow saturates, so the caller's range check refuses it.
+ */
+static bool parse_int(const char *t, long long *v)
+{
+    char *end = NULL;
+    const char *digits = (*t == '-' || *t == '+') ? t + 1 : t;
+
+    if (!isdigit((unsigned char)*digits))
+        return false;
+    errno = 0;
+    *v = strtoll(t, &end, 10);
+    return *end == '\0';
+}
+
+/*
+ * Check "HOST:PORT" or "[IPV6]:PORT". When host is not NULL, store a malloc'd copy of the host
+ * (brackets stripped) there and the port in *port. Returns NULL, or why text is no address.
+ */
+static const char *split_listen(const char *text, char **host, int *port)
+{
+    const char *h = text, *colon;
+    size_t hlen;
+    long long p;
+
+    if (text[0] == '[') {
+        colon = strchr(text, ']');
+        if (!colon)
+            return "missing ] after the IPv6 address";
+        h = text + 1;
+        hlen = (size_t)(colon - h);
+        if (*++colon != ':')
+            return "expected [IPV6]:PORT";
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon)
+            return "expected HOST:PORT";
+        hlen = (size_t)(colon - text);
+        if (memchr(text, ':', hlen))
+            return "an IPv6 address needs brackets, as in [::1]:8080";
+    }
+    if (hlen == 0)
+        return "the host is empty";
+    if (!parse_int(colon + 1, &p) || p < 0 || p > 65535)
+        return "the port must be an integer 0..65535";
+    if (host) {
+        *host = strndup(h, hlen);
+        if (!*host)
+            return "out of memory";
+        *port = (int)p;
+    }
+    return NULL;
+}
+
+/*
+ * Parse text as d's type and store it in s; a string replaces (and frees) the old one. On
+ * failure write why, without the source, and leave s unchanged. Never echoes a secret: the only
+ * string check is emptiness.
+ */
+static bool set_value(cfg_settings *s, const cfg_def *d, const char *text, char *why,
+                      size_t whylen)
+{
+    char *field = (char *)s + d->offset;
+    const char *reason;
+    char *copy = NULL;
+    long long v;
+    size_t i;
+
+    switch (d->type) {
+    case CFG_T_INT:
+    case CFG_T_LONG:
+        if (!parse_int(text, &v))
+            return fail(why, whylen, "\"%s\" is not an integer", text);
+        if (v < d->min || v > d->max)
+            return fail(why, whylen, "\"%s\" is out of range: must be %lld..%lld", text, d->min,
+                        d->max);
+        if (d->type == CFG_T_INT)
+            *(int *)field = (int)v;
+        else
+            *(long *)field = (long)v;
+        return true;
+    case CFG_T_LOG_LEVEL:
+        for (i = 0; i < sizeof level_names / sizeof level_names[0]; i++)
+            if (strcasecmp(text, level_names[i]) == 0) {
+                *(cfg_log_level *)field = (cfg_log_level)i;
+                return true;
+            }
+        return fail(why, whylen, "\"%s\" is not a log level: use error, warn, info or debug",
+                    text);
+    case CFG_T_LISTEN:
+        if ((reason = split_listen(text, NULL, NULL)))
+            return fail(why, whylen, "\"%s\" is not a listen address: %s", text, reason);
+        break;
+    case CFG_T_STRING:
+        if (d->min > 0 && text[0] == '\0')
+            return fail(why, whylen, "must not be empty");
+        break;
+    }
+    copy = strdup(text);
+    if (!copy)
+        return fail(why, whylen, "out of memory");
+    free(*(char **)field);
+    *(char **)field = copy;
+    return true;
+}
+
+static char *trim(char *p)
+{
+    char *end;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    end = p + strlen(p);
+    while (end > p && isspace((unsigned char)end[-1]))
+        end--;
+    *end = '\0';
+    return p;
+}
+
+/* True when p is only whitespace, perhaps then a # comment: what may follow ] or a quote. */
+static bool rest_is_blank(const char *p)
+{
+    while (isspace((unsigned char)*p))
+        p++;
+    return *p == '\0' || *p == '#';
+}
+
+/* Apply one config file line to s (line is modified); on failure "path:lineno: ..." to err. */
+static bool parse_line(cfg_settings *s, const char *path, unsigned lineno, char *line, char *err,
+                       size_t errlen)
+{
+    char why[WHY_LEN];
+    char *p = trim(line), *key, *val, *end;
+    const cfg_def *d;
+
+    if (*p == '\0' || *p == '#')
+        return true;
+    if (*p == '[') {
+        /* PgBouncer habit: settings under a section header; ours is [fanout]. */
+        end = strchr(p, ']');
+        if (!end || !rest_is_blank(end + 1))
+            return fail(err, errlen, "%s:%u: malformed section header", path, lineno);
+        *end = '\0';
+        if (strcmp(trim(p + 1), "fanout") != 0)
+            return fail(err, errlen, "%s:%u: unknown section [%s]: only [fanout] is allowed",
+                        path, lineno, trim(p + 1));
+        return true;
+    }
+    for (key = p; *p && *p != '=' && !isspace((unsigned char)*p); p++)
+        ;
+    end = p;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (end == key || *p != '=')
+        return fail(err, errlen, "%s:%u: expected \"key = value\"", path, lineno);
+    *end = '\0';
+    val = trim(p + 1);
+    if (*val == '"' || *val == '\'') {
+        /* Quotes keep a # or surrounding spaces; there are no escapes inside. */
+        end = strchr(val + 1, *val);
+        if (!end || !rest_is_blank(end + 1))
+            return fail(err, errlen, "%s:%u: %s: unterminated quote or text after it", path,
+                        lineno, key);
+        *end = '\0';
+        val++;
+    } else {
+        /* A # that opens the value or follows whitespace starts a comment; "a#b" is kept. */
+        for (end = val; *end; end++)
+            if (*end == '#' && (end == val || isspace((unsigned char)end[-1]))) {
+                *end = '\0';
+                break;
+            }
+        val = trim(val);
+    }
+    d = find_def(key);
+    if (!d)
+        return fail(err, errlen, "%s:%u: unknown setting \"%s\"", path, lineno, key);
+    if (!set_value(s, d, val, why, sizeof why))
+        return fail(err, errlen, "%s:%u: %s: %s", path, lineno, key, why);
+    return true;
+}
+
+static bool load_file(cfg_settings *s, const char *path, char *err, size_t errlen)
+{
+    FILE *f = NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    unsigned lineno = 0;
+    bool ok = false;
+
+    f = fopen(path, "r");
+    if (!f) {
+        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        goto out;
+    }
+    while (getline(&line, &cap, f) != -1)
+        if (!parse_line(s, path, ++lineno, line, err, errlen))
+            goto out;
+    if (ferror(f)) { /* e.g. a directory: fopen succeeds, reading fails with EISDIR */
+        fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        goto out;
+    }
+    ok = true;
+out:
+    free(line);
+    if (f)
+        fclose(f);
+    return ok;
+}
+
+/* The value of entry "name=value", or NULL when it names something else or is empty. */
+static const char *env_value(const char *entry, const char *name)
+{
+    size_t n = strlen(name);
+
+    if (strncmp(entry, name, n) != 0 || entry[n] != '=' || entry[n + 1] == '\0')
+        return NULL;
+    return entry + n + 1;
+}
+
+/*
+ * Find each setting's value in envp: FANOUT_<NAME>, else its alias. vals[i] points at the value,
+ * srcs[i] at the whole entry (to name the variable in errors). Empty values count as unset.
+ */
+static void scan_env(char *const *envp, const char **vals, const char **srcs,
+                     const char **config)
+{
+    const char *alias[NDEFS] = {NULL}, *alias_src[NDEFS] = {NULL}, *v;
+    char name[NAME_LEN];
+    size_t i;
+
+    for (; envp && *envp; envp++) {
+        if ((v = env_value(*envp, "FANOUT_CONFIG")))
+            *config = v;
+        for (i = 0; i < NDEFS; i++) {
+            if ((v = env_value(*envp, env_name(&cfg_defs[i], name)))) {
+                vals[i] = v;
+                srcs[i] = *envp;
+            } else if (cfg_defs[i].env_alias && (v = env_value(*envp, cfg_defs[i].env_alias))) {
+                alias[i] = v;
+                alias_src[i] = *envp;
+            }
+        }
+    }
+    for (i = 0; i < NDEFS; i++)
+        if (!vals[i] && alias[i]) {
+            vals[i] = alias[i];
+            srcs[i] = alias_src[i];
+        }
+}
+
+static void print_help(FILE *out)
+{
+    char flag[NAME_LEN], env[NAME_LEN], opt[2 * NAME_LEN];
+    const cfg_def *d;
+
+    fprintf(out,
+            "Usage: fanout [OPTION]...\n"
+            "Run batches of SQL queries, sent over HTTP, on a pool of PostgreSQL connections.\n\n"
+            "  --config FILE              read settings from FILE (or env FANOUT_CONFIG)\n"
+            "  -h, --help                 print this help and exit\n"
+            "  -V, --version              print the version and exit\n\n"
+            "Settings. Each is also a FILE line \"name = value\" and an environment variable;\n"
+            "a flag beats the environment, which beats the file, which beats the default.\n\n");
+    for (d = cfg_defs; d < cfg_defs + NDEFS; d++) {
+        snprintf(opt, sizeof opt, "--%s %s", flag_name(d, flag), metavar(d));
+        fprintf(out, "  %-26s %s", opt, d->help);
+        if (d->type == CFG_T_INT || d->type == CFG_T_LONG)
+            fprintf(out, " (%lld..%lld)", d->min, d->max);
+        fprintf(out, "\n  %-26s default %s; env %s", "", d->def ? d->def : NONE_SHOWN,
+                env_name(d, env));
+        fprintf(out, "%s%s\n", d->env_alias ? " or " : "", d->env_alias ? d->env_alias : "");
+    }
+}
+
+void cfg_print_settings_table(FILE *out)
+{
+    char flag[NAME_LEN], env[NAME_LEN];
+    const cfg_def *d;
+
+    fprintf(out, "| setting | environment | flag | default | description |\n"
+                 "|---|---|---|---|---|\n");
+    for (d = cfg_defs; d < cfg_defs + NDEFS; d++) {
+        fprintf(out, "| `%s` | `%s`", d->name, env_name(d, env));
+        if (d->env_alias)
+            fprintf(out, ", `%s`", d->env_alias);
+        fprintf(out, " | `--%s %s` | ", flag_name(d, flag), metavar(d));
+        fprintf(out, d->def ? "`%s`" : "%s", d->def ? d->def : NONE_SHOWN);
+        fprintf(out, " | %s", d->help);
+        if (d->type == CFG_T_INT || d->type == CFG_T_LONG)
+            fprintf(out, " (%lld..%lld)", d->min, d->max);
+        fprintf(out, " |\n");
+    }
+}
+
+cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, FILE *out,
+                    char *err, size_t errlen)
+{
+    cfg_settings t = {0};
+    struct option opts[NDEFS + 4];
+    char flags[NDEFS][NAME_LEN], why[WHY_LEN];
+    const char *flagv[NDEFS] = {NULL}, *envv[NDEFS] = {NULL}, *envsrc[NDEFS] = {NULL};
+    const char *config_flag = NULL, *config_env = NULL, *bad;
+    cfg_status st = CFG_ERROR;
+    size_t i;
+    int c;
+
+    memset(s, 0, sizeof *s);
+    if (err && errlen)
+        err[0] = '\0';
+
+    for (i = 0; i < NDEFS; i++)
+        opts[i] = (struct option){flag_name(&cfg_defs[i], flags[i]), required_argument, NULL,
+                                  OPT_SETTING + (int)i};
+    opts[NDEFS] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
+    opts[NDEFS + 1] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[NDEFS + 2] = (struct option){"version", no_argument, NULL, 'V'};
+    opts[NDEFS + 3] = (struct option){NULL, 0, NULL, 0};
+
+    /* optind = 0 makes glibc start afresh; "+" stops at the first non-option, unpermuted. */
+    optind = 0;
+    opterr = 0;
+    while (argc > 0 && (c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
+        if (c >= OPT_SETTING) {
+            flagv[c - OPT_SETTING] = optarg;
+        } else if (c == OPT_CONFIG) {
+            config_flag = optarg;
+        } else if (c == 'h') {
+            print_help(out);
+            st = CFG_EXIT;
+            goto out;
+        } else if (c == 'V') {
+            fprintf(out, "fanout %s\n", FANOUT_VERSION);
+            st = CFG_EXIT;
+            goto out;
+        } else if (c == ':') { /* only long options take values, so optopt is one of ours */
+            fail(err, errlen, "--%s: missing value",
+                 optopt == OPT_CONFIG ? "config" : flags[optopt - OPT_SETTING]);
+            goto out;
+        } else if (optopt == 'h' || optopt == 'V') {
+            fail(err, errlen, "%s: takes no value", argv[optind - 1]);
+            goto out;
+        } else if (optopt) {
+            fail(err, errlen, "unknown option -%c (see --help)", optopt);
+            goto out;
+        } else {
+            fail(err, errlen, "unknown or ambiguous option \"%s\" (see --help)",
+                 argv[optind - 1]);
+            goto out;
+        }
+    }
+    if (argc > 0 && optind < argc) {
+        fail(err, errlen, "unexpected argument \"%s\" (settings are --name VALUE)",
+             argv[optind]);
+        goto out;
+    }
+
+    for (i = 0; i < NDEFS; i++)
+        if (cfg_defs[i].def && !set_value(&t, &cfg_defs[i], cfg_defs[i].def, why, sizeof why)) {
+            fail(err, errlen, "default %s: %s", cfg_defs[i].name, why); /* a table bug */
+            goto out;
+        }
+    scan_env(envp, envv, envsrc, &config_env);
+    if ((config_flag || config_env) && !load_file(&t, config_flag ? config_flag : config_env,
+                                                  err, errlen))
+        goto out;
+    for (i = 0; i < NDEFS; i++)
+        if (envv[i] && !set_value(&t, &cfg_defs[i], envv[i], why, sizeof why)) {
+            fail(err, errlen, "environment %.*s: %s", (int)(strchr(envsrc[i], '=') - envsrc[i]),
+                 envsrc[i], why);
+            goto out;
+        }
+    for (i = 0; i < NDEFS; i++)
+        if (flagv[i] && !set_value(&t, &cfg_defs[i], flagv[i], why, sizeof why)) {
+            fail(err, errlen, "--%s: %s", flags[i], why);
+            goto out;
+        }
+
+    bad = split_listen(t.listen, &t.listen_host, &t.listen_port);
+    if (bad) {
+        fail(err, errlen, "listen: %s", bad);
+        goto out;
+    }
+    *s = t;
+    memset(&t, 0, sizeof t);
+    st = CFG_OK;
+out:
+    cfg_free(&t);
+    return st;
+}
+
+void cfg_free(cfg_settings *s)
+{
+    const cfg_def *d;
+
+    for (d = cfg_defs; d < cfg_defs + NDEFS; d++)
+        if (d->type == CFG_T_STRING || d->type == CFG_T_LISTEN)
+            free(*(char **)((char *)s + d->offset));
+    free(s->listen_host);
+    memset(s, 0, sizeof *s); /* a freed struct is a zeroed one: freeing again is harmless */
+}
