@@ -8,7 +8,8 @@
  * Parameters become text the way PostgreSQL would read them: strings as they are; integers as
  * their digits; other numbers as the shortest text that reads back as the same double; booleans
  * as "true"/"false"; null as SQL NULL (a NULL pointer); objects and arrays as their compact JSON
- * text (for json/jsonb). They are never spliced into SQL text.
+ * text (for json/jsonb; keys in request order, numbers written as above, so {"x":0.1} stays
+ * 0.1). They are never spliced into SQL text.
  */
 #ifndef FANOUT_HTTP_REQUEST_H
 #define FANOUT_HTTP_REQUEST_H
@@ -49,7 +50,8 @@ typedef struct http_req_limits {
     int max_queries; /* setting max_queries */
     int max_params;  /* setting max_params */
     long max_rows;   /* setting max_rows: the default and the ceiling of "max_rows" */
-    int max_depth;   /* deepest JSON nesting accepted (checked before jansson parses) */
+    int max_depth;   /* deepest [ / { nesting accepted, the body object being level 1
+                        (checked before jansson parses); <= 0: HTTP_DEFAULT_MAX_DEPTH */
 } http_req_limits;
 
 /* Nesting deeper than this is refused before parsing; fanout's schema needs depth 4 plus params. */
@@ -58,17 +60,22 @@ typedef struct http_req_limits {
 /*
  * Parse body[0..len). On success returns true and sets *out (free with http_batch_req_free).
  * On failure returns false, leaves *out NULL and writes a one-line, client-facing reason to err
- * (the caller answers 400 "bad_request" with it).
+ * (the caller answers 400 "bad_request" with it). The reason is printable ASCII: client bytes
+ * it quotes (field names, jansson's "near" token) have anything else replaced by '?'. err may
+ * be NULL when errlen is 0.
  */
 bool http_request_parse(const char *body, size_t len, const http_req_limits *limits,
                         http_batch_req **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Frees req and everything it holds; NULL is a no-op. */
 void http_batch_req_free(http_batch_req *req);
 
 /*
- * The text a JSON number-or-other scalar parameter becomes (exposed for unit tests and the
- * fuzzer). Writes into buf, returns false when the value cannot be a parameter.
+ * The text a JSON real parameter becomes (exposed for unit tests and the fuzzer): the first of
+ * %.15g, %.16g, %.17g that strtod reads back as v (subnormals start lower), so 0.1 -> "0.1",
+ * 1e300 -> "1e+300", 100.0 -> "100". Writes into buf (32 bytes always suffice); returns false
+ * for a non-finite v or a buffer too small.
  */
 bool http_format_double(double v, char *buf, size_t buflen);
 

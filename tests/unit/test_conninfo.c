@@ -1,0 +1,122 @@
+/* Unit tests for db_conninfo_build: what fanout connects with, no server involved. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "db/conn.h"
+
+typedef struct built {
+    char **kw, **val;
+    char err[256];
+} built;
+
+static bool build(built *b, const char *conninfo, const char *tz, int timeout_ms)
+{
+    db_conn_params p = {.conninfo = conninfo, .timezone = tz, .statement_timeout_ms = timeout_ms};
+    memset(b, 0, sizeof(*b));
+    return db_conninfo_build(&p, &b->kw, &b->val, b->err, sizeof(b->err));
+}
+
+/* The value of a keyword, asserting it appears exactly once. */
+static const char *get(const built *b, const char *key)
+{
+    const char *found = NULL;
+    int n = 0;
+    for (int i = 0; b->kw[i]; i++)
+        if (strcmp(b->kw[i], key) == 0) {
+            found = b->val[i];
+            n++;
+        }
+    assert_true(n <= 1);
+    return found;
+}
+
+static void test_defaults_applied(void **state)
+{
+    (void)state;
+    built b;
+    assert_true(build(&b, "host=/tmp/x dbname=app", "UTC", 30000));
+    assert_string_equal(get(&b, "host"), "/tmp/x");
+    assert_string_equal(get(&b, "dbname"), "app");
+    assert_string_equal(get(&b, "connect_timeout"), "5");
+    assert_string_equal(get(&b, "keepalives"), "1");
+    assert_string_equal(get(&b, "tcp_user_timeout"), "30000");
+    assert_string_equal(get(&b, "application_name"), "fanout");
+    assert_string_equal(get(&b, "client_encoding"), "UTF8");
+    assert_string_equal(get(&b, "options"),
+                        "-c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex "
+                        "-c extra_float_digits=1 -c TimeZone=UTC -c statement_timeout=30000");
+    db_conninfo_free(b.kw, b.val);
+}
+
+static void test_user_values_win_except_pinned(void **state)
+{
+    (void)state;
+    built b;
+    assert_true(build(&b,
+                      "dbname=app connect_timeout=2 application_name=mine client_encoding=LATIN1 "
+                      "options='-c search_path=s1'",
+                      "Europe/Paris", 0));
+    assert_string_equal(get(&b, "connect_timeout"), "2");
+    assert_string_equal(get(&b, "application_name"), "mine");
+    /* Encoding is pinned: fanout's JSON must be UTF-8. */
+    assert_string_equal(get(&b, "client_encoding"), "UTF8");
+    const char *o = get(&b, "options");
+    /* The user's options come first, fanout's after them, so fanout's win. */
+    assert_ptr_equal(strstr(o, "-c search_path=s1"), o);
+    assert_non_null(strstr(o, "-c TimeZone=Europe/Paris"));
+    assert_non_null(strstr(o, "-c statement_timeout=0"));
+    db_conninfo_free(b.kw, b.val);
+}
+
+static void test_uri_form(void **state)
+{
+    (void)state;
+    built b;
+    assert_true(build(&b, "postgresql://alice@db.example:5433/shop?sslmode=require", "UTC", 1));
+    assert_string_equal(get(&b, "user"), "alice");
+    assert_string_equal(get(&b, "host"), "db.example");
+    assert_string_equal(get(&b, "port"), "5433");
+    assert_string_equal(get(&b, "dbname"), "shop");
+    assert_string_equal(get(&b, "sslmode"), "require");
+    db_conninfo_free(b.kw, b.val);
+}
+
+static void test_option_values_escaped(void **state)
+{
+    (void)state;
+    built b;
+    /* The server splits options on spaces; a space inside a value must be escaped. */
+    assert_true(build(&b, "", "Odd Zone\\x", 5));
+    assert_non_null(strstr(get(&b, "options"), "-c TimeZone=Odd\\ Zone\\\\x "));
+    db_conninfo_free(b.kw, b.val);
+}
+
+static void test_bad_conninfo(void **state)
+{
+    (void)state;
+    built b;
+    assert_false(build(&b, "nonsense", "UTC", 0));
+    assert_null(b.kw);
+    assert_null(b.val);
+    assert_non_null(strstr(b.err, "database:"));
+    assert_false(build(&b, "hostx=y", "UTC", 0));
+    assert_non_null(strstr(b.err, "hostx"));
+    assert_false(build(&b, "postgresql://[::1", "UTC", 0));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults_applied),
+        cmocka_unit_test(test_user_values_win_except_pinned),
+        cmocka_unit_test(test_uri_form),
+        cmocka_unit_test(test_option_values_escaped),
+        cmocka_unit_test(test_bad_conninfo),
+    };
+    return cmocka_run_group_tests_name("conninfo", tests, NULL, NULL);
+}
