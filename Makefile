@@ -34,7 +34,10 @@ INTEG_SRC = $(wildcard tests/integration/*.c)
 INTEG_OBJ = $(INTEG_SRC:%.c=$(BUILD)/obj/%.o)
 INTEG_BIN = $(BUILD)/tests/integration
 
-.PHONY: all deps run stop test unit integration valgrind asan tsan clean
+# Keep test objects between builds (make deletes intermediate files otherwise).
+.SECONDARY:
+
+.PHONY: all deps run stop test test-here valgrind asan tsan readme clean
 all: $(BUILD)/fanout
 
 $(BUILD)/obj/%.o: %.c
@@ -85,6 +88,13 @@ asan: deps
 
 tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build/tsan CC=clang CFLAGS="-O1 -g" SAN="-fsanitize=thread" test-here
+
+# Regenerate the README's settings table from the config module's table (a unit test checks it).
+readme: $(BUILD)/libfanout.a
+	$(CC) $(ALL_CFLAGS) -o $(BUILD)/settings_table tests/tools/settings_table.c $(BUILD)/libfanout.a $(LDLIBS)
+	$(BUILD)/settings_table > $(BUILD)/settings.md
+	sed -i -e '/<!-- settings:begin -->/,/<!-- settings:end -->/{/<!-- settings:/!d}' \
+	  -e '/<!-- settings:begin -->/r $(BUILD)/settings.md' README.md
 
 clean:
 	rm -rf build

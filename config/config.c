@@ -34,7 +34,7 @@ typedef enum cfg_type {
     CFG_T_LONG,     /* long, strict decimal, bounded by min..max */
     CFG_T_STRING,   /* char *, malloc'd; min 1 means it must not be empty */
     CFG_T_LISTEN,   /* char *, malloc'd, "HOST:PORT" or "[IPV6]:PORT", checked when set */
-    CFG_T_LOG_LEVEL /* cfg_log_level, by name */
+    CFG_T_ENUM      /* an int-sized enum, by name: index into cfg_def.names */
 } cfg_type;
 
 typedef struct cfg_def {
@@ -46,44 +46,48 @@ typedef struct cfg_def {
     const char *def;       /* default as text, parsed like any source; NULL: none configured */
     const char *env_alias; /* variable read when FANOUT_<NAME> is unset, or NULL */
     const char *help;      /* one line for --help, the README and fanout.conf; no '|' */
+    const char *const *names; /* CFG_T_ENUM: accepted names, NULL-terminated, in enum order */
 } cfg_def;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const format_names[] = {"text", "json", NULL};
 
 #define F(field) offsetof(cfg_settings, field)
 static const cfg_def cfg_defs[] = {
     {"listen", CFG_T_LISTEN, F(listen), 0, 0, "127.0.0.1:8080", NULL,
-     "address to serve HTTP on, HOST:PORT or [IPV6]:PORT; port 0 picks a free port"},
+     "address to serve HTTP on, HOST:PORT or [IPV6]:PORT; port 0 picks a free port", NULL},
     {"database", CFG_T_STRING, F(database), 1, 0, NULL, "DATABASE_URL",
-     "PostgreSQL conninfo string or URI (a secret: never printed)"},
+     "PostgreSQL conninfo string or URI (a secret: never printed)", NULL},
     {"workers", CFG_T_INT, F(workers), 1, 1024, "8", NULL,
-     "worker threads, each owning one PostgreSQL connection"},
+     "worker threads, each owning one PostgreSQL connection", NULL},
     {"queue_size", CFG_T_INT, F(queue_size), 1, 1000000, "1024", NULL,
-     "capacity of the job queue, in jobs"},
+     "capacity of the job queue, in jobs", NULL},
     {"max_body_bytes", CFG_T_LONG, F(max_body_bytes), 1024, 1073741824, "1048576", NULL,
-     "largest request body accepted, in bytes"},
+     "largest request body accepted, in bytes", NULL},
     {"max_queries", CFG_T_INT, F(max_queries), 1, 100000, "1000", NULL,
-     "most queries in one batch"},
+     "most queries in one batch", NULL},
     {"max_params", CFG_T_INT, F(max_params), 0, 65535, "1000", NULL,
-     "most parameters in one query"},
+     "most parameters in one query", NULL},
     {"max_rows", CFG_T_LONG, F(max_rows), 1, 100000000, "100000", NULL,
-     "most rows returned per query; a request may ask for fewer"},
+     "most rows returned per query; a request may ask for fewer", NULL},
     {"statement_timeout_ms", CFG_T_INT, F(statement_timeout_ms), 0, 86400000, "30000", NULL,
-     "statement_timeout on every connection, in ms; 0 means none"},
-    {"log_level", CFG_T_LOG_LEVEL, F(log_level), 0, 0, "info", NULL,
-     "least severe log line written: error, warn, info or debug"},
+     "statement_timeout on every connection, in ms; 0 means none", NULL},
+    {"log_level", CFG_T_ENUM, F(log_level), 0, 0, "info", NULL,
+     "least severe log line written: error, warn, info or debug", level_names},
+    {"log_format", CFG_T_ENUM, F(log_format), 0, 0, "json", NULL,
+     "log lines as json (one object a line) or text", format_names},
     {"timezone", CFG_T_STRING, F(timezone), 1, 0, "UTC", NULL,
-     "TimeZone set on every connection, so timestamps render the same"},
+     "TimeZone set on every connection, so timestamps render the same", NULL},
 };
 #undef F
 #define NDEFS (sizeof cfg_defs / sizeof cfg_defs[0])
 
 /* getopt_long vals above every short option: --config, then one per setting. */
-enum { OPT_CONFIG = 0x100, OPT_SETTING = 0x200 };
-
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
+enum { OPT_CONFIG = 0x100, OPT_CHECK_CONFIG, OPT_HEALTHCHECK, OPT_SETTING = 0x200 };
 
 const char *cfg_log_level_name(cfg_log_level level)
 {
-    if ((unsigned)level >= sizeof level_names / sizeof level_names[0])
+    if ((unsigned)level >= sizeof level_names / sizeof level_names[0] - 1)
         return "unknown";
     return level_names[level];
 }
@@ -140,7 +144,7 @@ static const char *metavar(const cfg_def *d)
     case CFG_T_INT:
     case CFG_T_LONG: return "N";
     case CFG_T_LISTEN: return "HOST:PORT";
-    case CFG_T_LOG_LEVEL: return "LEVEL";
+    case CFG_T_ENUM: return d->names == level_names ? "LEVEL" : "NAME";
     case CFG_T_STRING: break;
     }
     return "TEXT";
@@ -238,14 +242,18 @@ static bool set_value(cfg_settings *s, const cfg_def *d, const char *text, char 
         else
             *(long *)field = (long)v;
         return true;
-    case CFG_T_LOG_LEVEL:
-        for (i = 0; i < sizeof level_names / sizeof level_names[0]; i++)
-            if (strcasecmp(text, level_names[i]) == 0) {
-                *(cfg_log_level *)field = (cfg_log_level)i;
+    case CFG_T_ENUM: {
+        char accepted[WHY_LEN / 2] = "";
+        for (i = 0; d->names[i]; i++) {
+            if (strcasecmp(text, d->names[i]) == 0) {
+                *(int *)field = (int)i;
                 return true;
             }
-        return fail(why, whylen, "\"%s\" is not a log level: use error, warn, info or debug",
-                    text);
+            snprintf(accepted + strlen(accepted), sizeof accepted - strlen(accepted), "%s%s",
+                     i ? ", " : "", d->names[i]);
+        }
+        return fail(why, whylen, "\"%s\" is not one of: %s", text, accepted);
+    }
     case CFG_T_LISTEN:
         if ((reason = split_listen(text, NULL, NULL)))
             return fail(why, whylen, "\"%s\" is not a listen address: %s", text, reason);
@@ -418,7 +426,10 @@ static void print_help(FILE *out)
             "Run batches of SQL queries, sent over HTTP, on a pool of PostgreSQL connections.\n\n"
             "  --config FILE              read settings from FILE (or env FANOUT_CONFIG)\n"
             "  -h, --help                 print this help and exit\n"
-            "  -V, --version              print the version and exit\n\n"
+            "  -V, --version              print the version and exit\n"
+            "  --check-config             check the settings, print them (secrets masked), exit\n"
+            "  --healthcheck              probe a running fanout's /readyz on the listen address;\n"
+            "                             exit 0 when ready, 1 when not (for container health)\n\n"
             "Settings. Each is also a FILE line \"name = value\" and an environment variable;\n"
             "a flag beats the environment, which beats the file, which beats the default.\n\n");
     for (d = cfg_defs; d < cfg_defs + NDEFS; d++) {
@@ -429,6 +440,27 @@ static void print_help(FILE *out)
         fprintf(out, "\n  %-26s default %s; env %s", "", d->def ? d->def : NONE_SHOWN,
                 env_name(d, env));
         fprintf(out, "%s%s\n", d->env_alias ? " or " : "", d->env_alias ? d->env_alias : "");
+    }
+}
+
+void cfg_print_effective(FILE *out, const cfg_settings *s, const char *database_shown)
+{
+    for (const cfg_def *d = cfg_defs; d < cfg_defs + NDEFS; d++) {
+        const char *field = (const char *)s + d->offset;
+        fprintf(out, "%s = ", d->name);
+        switch (d->type) {
+        case CFG_T_INT: fprintf(out, "%d\n", *(const int *)field); break;
+        case CFG_T_LONG: fprintf(out, "%ld\n", *(const long *)field); break;
+        case CFG_T_ENUM: fprintf(out, "%s\n", d->names[*(const int *)field]); break;
+        case CFG_T_STRING:
+        case CFG_T_LISTEN: {
+            const char *v = *(char *const *)field;
+            if (field == (const char *)&s->database)
+                v = database_shown;
+            fprintf(out, v ? "\"%s\"\n" : "# (not set)\n", v);
+            break;
+        }
+        }
     }
 }
 
@@ -456,11 +488,12 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
                     char *err, size_t errlen)
 {
     cfg_settings t = {0};
-    struct option opts[NDEFS + 4];
+    struct option opts[NDEFS + 6];
     char flags[NDEFS][NAME_LEN], why[WHY_LEN];
     const char *flagv[NDEFS] = {NULL}, *envv[NDEFS] = {NULL}, *envsrc[NDEFS] = {NULL};
     const char *config_flag = NULL, *config_env = NULL, *bad;
     cfg_status st = CFG_ERROR;
+    cfg_action action = CFG_RUN;
     size_t i;
     int c;
 
@@ -474,7 +507,9 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
     opts[NDEFS] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
     opts[NDEFS + 1] = (struct option){"help", no_argument, NULL, 'h'};
     opts[NDEFS + 2] = (struct option){"version", no_argument, NULL, 'V'};
-    opts[NDEFS + 3] = (struct option){NULL, 0, NULL, 0};
+    opts[NDEFS + 3] = (struct option){"check-config", no_argument, NULL, OPT_CHECK_CONFIG};
+    opts[NDEFS + 4] = (struct option){"healthcheck", no_argument, NULL, OPT_HEALTHCHECK};
+    opts[NDEFS + 5] = (struct option){NULL, 0, NULL, 0};
 
     /* optind = 0 makes glibc start afresh; "+" stops at the first non-option, unpermuted. */
     optind = 0;
@@ -484,6 +519,10 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
             flagv[c - OPT_SETTING] = optarg;
         } else if (c == OPT_CONFIG) {
             config_flag = optarg;
+        } else if (c == OPT_CHECK_CONFIG) {
+            action = CFG_CHECK_CONFIG;
+        } else if (c == OPT_HEALTHCHECK) {
+            action = CFG_HEALTHCHECK;
         } else if (c == 'h') {
             print_help(out);
             st = CFG_EXIT;
@@ -540,6 +579,13 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
         fail(err, errlen, "listen: %s", bad);
         goto out;
     }
+    /* A batch is queued whole or refused: the largest one allowed must fit in an empty queue. */
+    if (t.queue_size < t.max_queries) {
+        fail(err, errlen, "queue_size (%d) must be at least max_queries (%d), or the largest "
+             "batches could never run", t.queue_size, t.max_queries);
+        goto out;
+    }
+    t.action = action;
     *s = t;
     memset(&t, 0, sizeof t);
     st = CFG_OK;

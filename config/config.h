@@ -26,7 +26,20 @@ typedef enum cfg_log_level {
     CFG_LOG_DEBUG      /* plus per-request detail */
 } cfg_log_level;
 
+typedef enum cfg_log_format {
+    CFG_LOG_TEXT = 0, /* "2026-01-01T00:00:00.000Z fanout info: message" */
+    CFG_LOG_JSON      /* one JSON object a line (default) */
+} cfg_log_format;
+
+/* What the process was asked to do (flags that are not settings). */
+typedef enum cfg_action {
+    CFG_RUN = 0,          /* serve (default) */
+    CFG_CHECK_CONFIG,     /* --check-config: print the effective settings and exit */
+    CFG_HEALTHCHECK       /* --healthcheck: probe a running instance's /readyz, exit 0 or 1 */
+} cfg_action;
+
 typedef struct cfg_settings {
+    cfg_action action;        /* from --check-config / --healthcheck; CFG_RUN otherwise */
     char *listen;             /* "HOST:PORT" as configured, e.g. "127.0.0.1:8080", "[::1]:0" */
     char *listen_host;        /* host part of listen, brackets stripped */
     int listen_port;          /* port part of listen, 0..65535 (0: any free port) */
@@ -39,6 +52,7 @@ typedef struct cfg_settings {
     long max_rows;            /* most rows returned per query (a request may ask for fewer) */
     int statement_timeout_ms; /* server-side statement_timeout on every connection, ms (0: none) */
     cfg_log_level log_level;  /* least severe log line written */
+    cfg_log_format log_format; /* text or json lines */
     char *timezone;           /* TimeZone pinned on every connection */
 } cfg_settings;
 
@@ -60,6 +74,12 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
 
 /* Free the strings cfg_load allocated and zero *s: safe on a zeroed struct and twice. */
 void cfg_free(cfg_settings *s);
+
+/*
+ * Print the effective settings as config-file lines ("name = value"), for --check-config. The
+ * database setting is a secret: database_shown is printed in its place (the caller masks it).
+ */
+void cfg_print_effective(FILE *out, const cfg_settings *s, const char *database_shown);
 
 /*
  * Print a Markdown table "| setting | environment | flag | default | description |" of every

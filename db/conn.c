@@ -244,6 +244,12 @@ bool db_conn_ok(const db_conn *c)
     return c && PQstatus(c->pg) == CONNECTION_OK;
 }
 
+bool db_conn_in_transaction(const db_conn *c)
+{
+    PGTransactionStatusType t = PQtransactionStatus(c->pg);
+    return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+}
+
 const char *db_conn_type_name(db_conn *c, Oid type)
 {
     const char *name = type_get(c, type);

@@ -45,6 +45,9 @@ void db_conn_close(db_conn *c);
 PGconn *db_conn_pg(db_conn *c);
 bool db_conn_ok(const db_conn *c); /* the connection is not known to be broken */
 
+/* A transaction is open (or aborted) on the connection: libpq knows without a round trip. */
+bool db_conn_in_transaction(const db_conn *c);
+
 /*
  * The pg_type name of a type OID, from the cache; on a miss asks the server (one round trip,
  * then cached). Returns "unknown" when the server cannot say. The string lives as long as c.

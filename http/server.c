@@ -35,6 +35,9 @@ void http_reply_json(struct evhttp_request *req, int status, struct evbuffer *bo
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", "application/json");
+    /* libevent 2.1 would send a HEAD reply's body; the headers are the whole answer. */
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
+        body = NULL;
     evhttp_send_reply(req, status, NULL, body);
 }
 

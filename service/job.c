@@ -60,8 +60,14 @@ static db_status run_parallel(svc_job *job, db_conn *conn)
     db_buf err = DB_BUF_INIT;
     db_status st;
 
-    if (!d->read_only)
-        return run_query(conn, d, job->index, out);
+    if (!d->read_only) {
+        st = run_query(conn, d, job->index, out);
+        /* A query like BEGIN must not leave a transaction open for the next batch. */
+        if (st != DB_CONN_LOST && db_conn_in_transaction(conn) &&
+            db_exec_command(conn, "ROLLBACK", NULL) == DB_CONN_LOST)
+            st = DB_CONN_LOST;
+        return st;
+    }
     st = db_exec_command(conn, "BEGIN READ ONLY", &err);
     if (st != DB_OK) {
         put_command_error(out, d->queries[job->index].id, st, &err);
@@ -102,6 +108,15 @@ static db_status run_transaction(svc_job *job, db_conn *conn)
     }
     for (; i < d->nqueries; i++) {
         st = run_query(conn, d, i, &b->slots[i]);
+        if (st == DB_OK && !db_conn_in_transaction(conn)) {
+            /* COMMIT/ROLLBACK as a query ended fanout's transaction: what follows would run
+             * outside it, so stop here and say so. */
+            db_buf_reset(&b->slots[i]);
+            db_result_error(&b->slots[i], d->queries[i].id, "transaction_ended",
+                            "this query ended the batch's transaction; queries before it may "
+                            "have been committed");
+            st = DB_SQL_ERROR;
+        }
         if (st != DB_OK) {
             i++;
             goto not_run;

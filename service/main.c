@@ -24,6 +24,7 @@
 #include <event2/thread.h>
 
 #include "config/config.h"
+#include "db/conn.h"
 #include "http/server.h"
 #include "service/batch.h"
 #include "service/log.h"
@@ -105,6 +106,17 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     maybe_finish_shutdown(a);
 }
 
+/* A conninfo libpq cannot parse is a configuration error, not something to retry forever. */
+static bool check_database_setting(const cfg_settings *s, char *err, size_t errlen)
+{
+    db_conn_params p = {.conninfo = s->database ? s->database : "", .timezone = s->timezone};
+    char **kw = NULL, **val = NULL;
+    if (!db_conninfo_build(&p, &kw, &val, err, errlen))
+        return false;
+    db_conninfo_free(kw, val);
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     app a = {0};
@@ -119,6 +131,11 @@ int main(int argc, char **argv)
         return 0;
     case CFG_ERROR:
         fprintf(stderr, "fanout: %s\n", err);
+        return CFG_EXIT_CONFIG;
+    }
+    if (!check_database_setting(&a.settings, err, sizeof(err))) {
+        fprintf(stderr, "fanout: %s\n", err);
+        cfg_free(&a.settings);
         return CFG_EXIT_CONFIG;
     }
     svc_log_set_level(a.settings.log_level);

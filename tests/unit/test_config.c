@@ -222,25 +222,38 @@ static void test_flags_alone(void **state)
     cfg_free(&s);
 
     /* A repeated flag: the last one wins; a unique prefix names the flag (getopt_long). */
-    assert_int_equal(load(&s, ARGS("--workers", "2", "--workers=6", "--queue", "77"), NOENV),
+    assert_int_equal(load(&s, ARGS("--workers", "2", "--workers=6", "--queue", "1077"), NOENV),
                      CFG_OK);
     assert_int_equal(s.workers, 6);
-    assert_int_equal(s.queue_size, 77);
+    assert_int_equal(s.queue_size, 1077);
+    cfg_free(&s);
+}
+
+/* A batch is queued whole, so the queue must hold the largest batch allowed. */
+static void test_queue_holds_largest_batch(void **state)
+{
+    cfg_settings s;
+
+    (void)state;
+    assert_int_equal(load(&s, ARGS("--queue-size", "10"), NOENV), CFG_ERROR);
+    assert_non_null(strstr(err, "queue_size (10) must be at least max_queries (1000)"));
+    assert_int_equal(load(&s, ARGS("--queue-size", "10", "--max-queries", "10"), NOENV), CFG_OK);
+    assert_int_equal(s.queue_size, 10);
     cfg_free(&s);
 }
 
 static void test_precedence(void **state)
 {
     cfg_settings s;
-    char *path = write_conf("workers = 2\nqueue_size = 11\nmax_rows = 13\n");
+    char *path = write_conf("workers = 2\nqueue_size = 1011\nmax_rows = 13\n");
 
     (void)state;
     /* The same setting from all three sources: the flag wins, then env, then file. */
     assert_int_equal(load(&s, ARGS("--config", path, "--workers", "4"),
-                          ENV("FANOUT_WORKERS=3", "FANOUT_QUEUE_SIZE=12")),
+                          ENV("FANOUT_WORKERS=3", "FANOUT_QUEUE_SIZE=1012")),
                      CFG_OK);
     assert_int_equal(s.workers, 4);
-    assert_int_equal(s.queue_size, 12); /* env beats file */
+    assert_int_equal(s.queue_size, 1012); /* env beats file */
     assert_int_equal(s.max_rows, 13);   /* file beats default */
     assert_int_equal(s.max_queries, 1000);
     cfg_free(&s);
@@ -363,7 +376,7 @@ static void test_file_errors(void **state)
         {"database = ''\n", 1, "database: must not be empty"},
         {"listen = nohost\n", 1, "listen: \"nohost\" is not a listen address: expected HOST:PORT"},
         {"log_level = loud\n", 1,
-         "log_level: \"loud\" is not a log level: use error, warn, info or debug"},
+         "log_level: \"loud\" is not one of: error, warn, info, debug"},
     };
     char want[512];
     cfg_settings s;
@@ -410,8 +423,7 @@ static void test_env_errors(void **state)
          "environment FANOUT_LISTEN: \"[::1\" is not a listen address: "
          "missing ] after the IPv6 address"},
         {"FANOUT_LOG_LEVEL=verbose",
-         "environment FANOUT_LOG_LEVEL: \"verbose\" is not a log level: "
-         "use error, warn, info or debug"},
+         "environment FANOUT_LOG_LEVEL: \"verbose\" is not one of: error, warn, info, debug"},
     };
     cfg_settings s;
     size_t i;
@@ -441,7 +453,7 @@ static void test_flag_errors(void **state)
          "--listen: \"1.2.3.4:99999\" is not a listen address: "
          "the port must be an integer 0..65535"},
         {{"--log-level", "loud"},
-         "--log-level: \"loud\" is not a log level: use error, warn, info or debug"},
+         "--log-level: \"loud\" is not one of: error, warn, info, debug"},
         {{"--timezone", ""}, "--timezone: must not be empty"},
         {{"--bogus"}, "unknown or ambiguous option \"--bogus\" (see --help)"},
         {{"--max", "3"}, "unknown or ambiguous option \"--max\" (see --help)"},
@@ -529,7 +541,7 @@ static void test_quotes_and_comments(void **state)
                             "   \n"
                             "workers = 5 # five\n"
                             "max_rows=9\n"
-                            "\tqueue_size\t=\t12\t\r\n"
+                            "\tqueue_size\t=\t1012\t\r\n"
                             "timezone = \"Europe/Paris # not a comment\"  # a comment\n"
                             "database = '  host=/tmp dbname=\"a\"  '\n"
                             "log_level = 'WARN'# right after the quote\n"
@@ -546,7 +558,7 @@ static void test_quotes_and_comments(void **state)
     assert_int_equal(load(&s, ARGS("--config", path), NOENV), CFG_OK);
     assert_int_equal(s.workers, 5);
     assert_int_equal(s.max_rows, 9);
-    assert_int_equal(s.queue_size, 12);
+    assert_int_equal(s.queue_size, 1012);
     assert_string_equal(s.timezone, "Europe/Paris # not a comment");
     assert_string_equal(s.database, "  host=/tmp dbname=\"a\"  ");
     assert_int_equal(s.log_level, CFG_LOG_WARN);
@@ -604,7 +616,7 @@ static void test_help(void **state)
             assert_contains(out, want);
         }
     }
-    assert_int_equal(i, 11);
+    assert_int_equal(i, 12);
     free(out);
 
     out = capture(ARGS("-h"), NOENV, &st);
@@ -761,10 +773,42 @@ static void test_fanout_conf_sync(void **state)
     cfg_free(&s);
 }
 
+/* The README's settings table is generated (make readme): it must match the table here. */
+static void test_readme_table_in_sync(void **state)
+{
+    char *want = NULL, *readme = NULL, line[1024];
+    size_t wantlen = 0, readmelen = 0;
+    FILE *w = open_memstream(&want, &wantlen), *r = open_memstream(&readme, &readmelen);
+    FILE *f = fopen("README.md", "r");
+    bool inside = false;
+
+    (void)state;
+    assert_non_null(f);
+    cfg_print_settings_table(w);
+    fclose(w);
+    while (fgets(line, sizeof line, f)) {
+        if (strstr(line, "<!-- settings:end -->"))
+            inside = false;
+        if (inside)
+            fputs(line, r);
+        if (strstr(line, "<!-- settings:begin -->"))
+            inside = true;
+    }
+    fclose(f);
+    fclose(r);
+    assert_true(wantlen > 100);
+    if (strcmp(want, readme) != 0)
+        fail_msg("README.md's settings table is stale: run `make readme`");
+    free(want);
+    free(readme);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_defaults, unlink_tmp),
+        cmocka_unit_test_teardown(test_queue_holds_largest_batch, unlink_tmp),
+        cmocka_unit_test(test_readme_table_in_sync),
         cmocka_unit_test_teardown(test_file_alone, unlink_tmp),
         cmocka_unit_test_teardown(test_env_alone, unlink_tmp),
         cmocka_unit_test_teardown(test_env_empty_is_unset, unlink_tmp),
