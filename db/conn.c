@@ -130,6 +130,27 @@ void db_conninfo_free(char **keywords, char **values)
     free(values);
 }
 
+void db_conninfo_masked(const char *conninfo, char *out, size_t outlen)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo ? conninfo : "", NULL);
+    size_t n = 0;
+
+    if (outlen)
+        out[0] = '\0';
+    if (!opts) {
+        snprintf(out, outlen, "(unparsable)");
+        return;
+    }
+    for (PQconninfoOption *o = opts; o->keyword && n < outlen; o++) {
+        if (!o->val)
+            continue;
+        bool secret = strcmp(o->keyword, "password") == 0 || strcmp(o->keyword, "sslpassword") == 0;
+        n += (size_t)snprintf(out + n, outlen - n, "%s%s='%s'", n ? " " : "", o->keyword,
+                              secret ? "*****" : o->val);
+    }
+    PQconninfoFree(opts);
+}
+
 static size_t type_hash(Oid oid, size_t cap)
 {
     return (size_t)(oid * 2654435761u) & (cap - 1);

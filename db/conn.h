@@ -36,6 +36,12 @@ bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values
 void db_conninfo_free(char **keywords, char **values);
 
 /*
+ * The conninfo as "key=value" pairs with the password replaced by "*****" (for logs and
+ * --check-config). Writes "(unparsable)" for a conninfo libpq cannot parse.
+ */
+void db_conninfo_masked(const char *conninfo, char *out, size_t outlen);
+
+/*
  * Connect (blocking: call it on a worker thread) and load the built-in type names. Returns NULL
  * and writes a one-line reason to err on failure. The caller owns the result: db_conn_close.
  */

@@ -11,8 +11,9 @@
  * the workers (closing their connections), free evhttp on the loop thread, exit 0. A second
  * signal exits at once.
  *
- * Exit codes: 0 clean shutdown or --help/--version; 1 start-up failure (cannot listen, no
- * memory); 2 bad command line, setting or config file.
+ * Exit codes: 0 clean shutdown, --help, --version, --check-config, or --healthcheck of a ready
+ * instance; 1 start-up failure (cannot listen, no memory) or --healthcheck of an instance that is
+ * not ready or not there; 2 bad command line, setting or config file.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include "db/conn.h"
 #include "http/server.h"
 #include "service/batch.h"
+#include "service/healthcheck.h"
 #include "service/log.h"
 #include "service/pool.h"
 
@@ -137,6 +139,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "fanout: %s\n", err);
         cfg_free(&a.settings);
         return CFG_EXIT_CONFIG;
+    }
+    if (a.settings.action != CFG_RUN) {
+        char shown[1024];
+        rc = 0;
+        if (a.settings.action == CFG_HEALTHCHECK) {
+            rc = svc_healthcheck(&a.settings);
+        } else {
+            db_conninfo_masked(a.settings.database, shown, sizeof(shown));
+            cfg_print_effective(stdout, &a.settings, a.settings.database ? shown : NULL);
+        }
+        cfg_free(&a.settings);
+        return rc;
     }
     svc_log_set_level(a.settings.log_level);
     /* A client that hangs up mid-reply must not kill the process. */
