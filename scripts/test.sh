@@ -15,10 +15,11 @@ run() {
     out=$(mktemp)
     "$@" >"$out" 2>&1; rc=$?
     cat "$out"
-    p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n 1)
-    f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n 1)
+    # A binary may run several cmocka groups: add up every group's closing lines.
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out" | awk '{s += $1} END {if (NR) print s}')
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out" | awk '{s += $1} END {if (NR) print s}')
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
-    if [ "$rc" != 0 ] || [ -z "$p" ]; then broken="$broken $name"; fi
+    if [ "$rc" != 0 ] || [ -z "$p$f" ]; then broken="$broken $name"; fi
     rm -f "$out"
 }
 

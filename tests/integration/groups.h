@@ -1,0 +1,18 @@
+/*
+ * groups: the integration suite's cmocka groups, one per file. main.c runs them in the order
+ * below; each returns cmocka's count of failed tests. Each group starts the fanout processes it
+ * needs and stops them with an exit-status check (the group's last test, "clean_exit").
+ */
+#ifndef FANOUT_TESTS_GROUPS_H
+#define FANOUT_TESTS_GROUPS_H
+
+int it_endpoints(void);    /* test_endpoints.c: routes, status codes, error bodies, keep-alive */
+int it_values(void);       /* test_values.c: every value type, row formats, max_rows */
+int it_params(void);       /* test_params.c: hostile parameter strings, parameter conversion */
+int it_transactions(void); /* test_transactions.c: commit, rollback, commit errors, isolation */
+int it_batches(void);      /* test_batches.c: mixed good and failing queries, SQL error fields */
+int it_concurrency(void);  /* test_concurrency.c: 16 workers really run 16 queries at once */
+int it_reconnect(void);    /* test_reconnect.c: backends terminated under fanout */
+int it_cli(void);          /* test_cli.c: --help, --version, configuration errors */
+
+#endif

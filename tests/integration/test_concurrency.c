@@ -1,0 +1,161 @@
+/*
+ * Concurrency is real: with 16 workers, 16 queries that each sleep 0.3 s run on 16 different
+ * backends at once, so the batch takes far less than the 4.8 s they would take one after another;
+ * and the next batch uses the same 16 backends (connections are pooled, not opened per query).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/integration/groups.h"
+#include "tests/integration/harness.h"
+
+#define WORKERS 16
+#define SLEEP_S 0.3
+#define SERIAL_S (WORKERS * SLEEP_S)
+
+static fx_server srv = {.pid = -1};
+
+static int group_setup(void **state)
+{
+    static const char *const args[] = {"--workers", "16", NULL};
+    const fx_opts opts = {.args = args};
+    (void)state;
+    return fx_start(&srv, &opts) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    fx_kill(&srv);
+    return 0;
+}
+
+static int compare_ints(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Run the 16-sleep batch; fills pids (sorted) and returns the client-side wall time in seconds. */
+static double sleep_batch(int pids[WORKERS])
+{
+    char body[2048];
+    size_t len = (size_t)snprintf(body, sizeof(body), "{\"queries\":[");
+    for (int i = 0; i < WORKERS; i++)
+        len += (size_t)snprintf(body + len, sizeof(body) - len,
+                                "%s{\"id\":\"s%d\",\"sql\":\"SELECT pg_backend_pid() AS pid, pg_sleep(%.1f)\"}",
+                                i ? "," : "", i, SLEEP_S);
+    snprintf(body + len, sizeof(body) - len, "]}");
+
+    double start = fx_now();
+    json_t *doc = FX_BATCH(srv.port, body);
+    double elapsed = fx_now() - start;
+
+    FX_EXPECT_LEN(doc, "results", WORKERS);
+    for (int i = 0; i < WORKERS; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "results.%d.rows.0.0", i);
+        FX_EXPECT_KIND(doc, path, "integer");
+        pids[i] = (int)json_integer_value(fx_at(doc, path));
+    }
+    json_decref(doc);
+    qsort(pids, WORKERS, sizeof(pids[0]), compare_ints);
+    return elapsed;
+}
+
+/* Wait until all 16 workers have their backend, so the first batch is not racing connects. */
+static void wait_for_backends(int want)
+{
+    double deadline = fx_now() + 10 * fx_scale();
+    char *n = NULL;
+    for (;;) {
+        n = fx_sql_value(true, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fanout'", 0, NULL);
+        if ((n != NULL && atoi(n) == want) || fx_now() >= deadline)
+            break;
+        free(n);
+        fx_sleep_ms(50);
+    }
+    FX_CHECK(n != NULL && atoi(n) == want, "want %d fanout backends in pg_stat_activity, have %s", want, n ? n : "?");
+    free(n);
+}
+
+static void test_sixteen_sleeps_run_at_once(void **state)
+{
+    int first[WORKERS], second[WORKERS];
+    double limit = fx_wrapped() ? SERIAL_S : SERIAL_S / 2; /* valgrind: only "faster than serial" */
+    (void)state;
+
+    wait_for_backends(WORKERS);
+    double t1 = sleep_batch(first);
+    double t2 = sleep_batch(second);
+    print_message("concurrency: 16 x pg_sleep(0.3) on 16 workers took %.3f s, then %.3f s "
+                  "(serial %.1f s, limit %.1f s%s)\n",
+                  t1, t2, SERIAL_S, limit, fx_wrapped() ? ", widened under a wrapper" : "");
+
+    for (int i = 1; i < WORKERS; i++)
+        FX_CHECK(first[i] != first[i - 1], "backend pid %d served two queries of one batch: not 16 in parallel",
+                 first[i]);
+    FX_CHECK(t1 < limit, "the batch took %.3f s, want < %.1f s", t1, limit);
+    FX_CHECK(t2 < limit, "the second batch took %.3f s, want < %.1f s", t2, limit);
+    FX_CHECK(t1 >= SLEEP_S, "the batch took %.3f s, less than one pg_sleep(%.1f): did it sleep?", t1, SLEEP_S);
+    for (int i = 0; i < WORKERS; i++)
+        FX_CHECK(first[i] == second[i], "the second batch ran on other backends (pid %d vs %d): connections not pooled",
+                 first[i], second[i]);
+
+    /* The same pids are fanout's live connections. */
+    PGresult *res = fx_sql(true, "SELECT pid FROM pg_stat_activity WHERE application_name = 'fanout' ORDER BY pid", 0, NULL);
+    assert_non_null(res);
+    FX_CHECK(PQntuples(res) == WORKERS, "%d fanout backends, want %d", PQntuples(res), WORKERS);
+    int live[WORKERS];
+    for (int i = 0; i < WORKERS; i++)
+        live[i] = atoi(PQgetvalue(res, i, 0));
+    PQclear(res);
+    qsort(live, WORKERS, sizeof(live[0]), compare_ints);
+    for (int i = 0; i < WORKERS; i++)
+        FX_CHECK(first[i] == live[i], "pid %d of the batch is not one of fanout's backends", first[i]);
+}
+
+/* SIGTERM while a batch runs: the batch still gets its full reply, then fanout exits with 0. */
+static void test_sigterm_lets_running_batch_finish(void **state)
+{
+    const char *body = "{\"queries\":[{\"sql\":\"SELECT pg_sleep(0.5), 1 AS one\"},{\"sql\":\"SELECT pg_sleep(0.5), 2 AS two\"}]}";
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    fx_conn c;
+    fx_response r;
+    (void)state;
+
+    assert_true(fx_conn_open(&c, srv.port));
+    assert_true(fx_conn_send(&c, req, (size_t)n));
+    fx_sleep_ms(150 * fx_scale()); /* the queries are running */
+    bool stopped = fx_stop(&srv);  /* the reply waits in our socket meanwhile */
+    bool replied = fx_conn_read(&c, false, &r);
+    fx_conn_close(&c);
+    FX_CHECK(stopped, "fanout did not exit cleanly on SIGTERM with a batch in flight");
+    FX_CHECK(replied, "the batch in flight at SIGTERM got no reply: the connection closed empty");
+    json_t *doc = json_loadb(r.body, r.body_len, 0, NULL);
+    FX_CHECK(r.status == 200, "in-flight batch at SIGTERM: status %d %s", r.status, r.body);
+    FX_EXPECT_INT(doc, "results.0.rows.0.1", 1);
+    FX_EXPECT_INT(doc, "results.1.rows.0.1", 2);
+    json_decref(doc);
+    fx_response_free(&r);
+}
+
+int it_concurrency(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sixteen_sleeps_run_at_once),
+        cmocka_unit_test(test_sigterm_lets_running_batch_finish),
+    };
+    return cmocka_run_group_tests_name("concurrency", tests, group_setup, group_teardown);
+}
