@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -22,6 +24,11 @@
 /* An idle or stalled client connection is closed after this many seconds. */
 #define CLIENT_TIMEOUT_S 60
 
+/* Request ids fanout generates: a random start, then a counter (loop thread only). */
+typedef struct id_source {
+    unsigned long long next;
+} id_source;
+
 struct http_server {
     struct evhttp *http;               /* owned */
     struct evhttp_bound_socket *bound; /* the listening socket, owned by http */
@@ -29,9 +36,67 @@ struct http_server {
     http_handlers handlers;            /* copied at start */
     http_req_limits limits;            /* request parsing limits from the settings */
     char address[96];                  /* the bound address, for logs */
+    struct timespec routed;            /* when the request being routed arrived (loop thread) */
+    unsigned long long next_id;        /* next generated request id */
 };
 
-void http_reply_json(struct evhttp_request *req, int status, struct evbuffer *body)
+/* The one server; replies reach its handlers through it. Loop thread only. */
+static http_server *the_server;
+
+static const char *method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    }
+    return "OTHER";
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Tell the service about a reply about to be sent (access log, metrics). */
+static void report(struct evhttp_request *req, int status, double elapsed_ms, int queries,
+                   const char *mode)
+{
+    http_server *s = the_server;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    char peer[80] = "-";
+
+    if (!s || !s->handlers.replied)
+        return;
+    if (evcon) {
+        char *host = NULL;
+        ev_uint16_t port = 0;
+        evhttp_connection_get_peer(evcon, &host, &port);
+        snprintf(peer, sizeof(peer), "%s:%u", host ? host : "?", (unsigned)port);
+    }
+    http_reply_info info = {
+        .method = method_name(evhttp_request_get_command(req)),
+        .path = uri && evhttp_uri_get_path(uri) ? evhttp_uri_get_path(uri) : "",
+        .status = status,
+        .elapsed_ms = elapsed_ms,
+        .queries = queries,
+        .mode = mode,
+        .peer = peer,
+        .request_id = evhttp_find_header(evhttp_request_get_output_headers(req), "X-Request-Id"),
+    };
+    s->handlers.replied(s->handlers.arg, &info);
+}
+
+static void send_reply(struct evhttp_request *req, int status, struct evbuffer *body)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", "application/json");
@@ -39,6 +104,20 @@ void http_reply_json(struct evhttp_request *req, int status, struct evbuffer *bo
     if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
         body = NULL;
     evhttp_send_reply(req, status, NULL, body);
+}
+
+void http_reply_json(struct evhttp_request *req, int status, struct evbuffer *body)
+{
+    /* Synchronous replies happen while their request is being routed. */
+    report(req, status, the_server ? ms_since(&the_server->routed) : 0, 0, NULL);
+    send_reply(req, status, body);
+}
+
+void http_reply_batch(struct evhttp_request *req, struct evbuffer *body, int queries,
+                      bool transaction, double elapsed_ms)
+{
+    report(req, 200, elapsed_ms, queries, transaction ? "transaction" : "parallel");
+    send_reply(req, 200, body);
 }
 
 void http_reply_error(struct evhttp_request *req, int status, const char *code,
@@ -142,11 +221,51 @@ static void handle_probe(http_server *s, struct evhttp_request *req, bool readin
     }
 }
 
+static void handle_metrics(http_server *s, struct evhttp_request *req)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    struct evbuffer *body = NULL;
+
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        method_not_allowed(req, "GET, HEAD");
+        return;
+    }
+    if (!(body = evbuffer_new())) {
+        http_reply_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    s->handlers.metrics(s->handlers.arg, body);
+    report(req, 200, ms_since(&s->routed), 0, NULL);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_send_reply(req, 200, NULL, cmd == EVHTTP_REQ_HEAD ? NULL : body);
+    evbuffer_free(body);
+}
+
+/* A client's X-Request-Id is kept when it is 1..128 visible ASCII characters. */
+static bool usable_request_id(const char *id)
+{
+    size_t n = 0;
+    for (; id && id[n]; n++)
+        if (id[n] <= ' ' || id[n] > '~' || n >= 128)
+            return false;
+    return n > 0;
+}
+
 static void route(struct evhttp_request *req, void *arg)
 {
     http_server *s = arg;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    char made[24];
+
+    clock_gettime(CLOCK_MONOTONIC, &s->routed);
+    if (!usable_request_id(id)) {
+        snprintf(made, sizeof(made), "%016llx", s->next_id++);
+        id = made;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id", id);
 
     if (!path)
         http_reply_error(req, 400, "bad_request", "malformed request target");
@@ -156,6 +275,8 @@ static void route(struct evhttp_request *req, void *arg)
         handle_probe(s, req, false);
     else if (strcmp(path, "/readyz") == 0)
         handle_probe(s, req, true);
+    else if (strcmp(path, "/metrics") == 0)
+        handle_metrics(s, req);
     else
         http_reply_error(req, 404, "not_found", "no such route");
 }
@@ -213,6 +334,10 @@ http_server *http_server_start(struct event_base *base, const cfg_settings *sett
         goto fail;
     }
     format_address(s);
+    /* Ids differ across restarts: start the counter at a random point. */
+    if (getrandom(&s->next_id, sizeof(s->next_id), GRND_NONBLOCK) != sizeof(s->next_id))
+        s->next_id = (unsigned long long)time(NULL) << 20;
+    the_server = s;
     return s;
 fail:
     http_server_free(s);
@@ -236,6 +361,8 @@ void http_server_free(http_server *s)
 {
     if (!s)
         return;
+    if (the_server == s)
+        the_server = NULL;
     if (s->http)
         evhttp_free(s->http);
     free(s);

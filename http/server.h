@@ -4,6 +4,9 @@
  * Routes:  POST /v1/batch   parse + validate, then hand the batch to the service
  *          GET|HEAD /healthz  200 while the process runs
  *          GET|HEAD /readyz   200 when the service says it can run queries, else 503
+ *          GET|HEAD /metrics  Prometheus text from the service
+ * Every request gets an X-Request-Id reply header: the client's own (when it is 1..128 visible
+ * ASCII characters) or a generated one.
  * Anything else gets a JSON error: 404 not_found, 405 method_not_allowed (with Allow),
  * 415 unsupported_media_type, 400 bad_request, 413 too_large. A body over max_body_bytes is
  * refused by libevent itself (its own 413 page) before fanout sees it.
@@ -25,16 +28,33 @@ struct evbuffer;
 struct evhttp_request;
 typedef struct http_server http_server;
 
+/* What the service hears about every reply (for the access log and metrics). */
+typedef struct http_reply_info {
+    const char *method;     /* "GET", "POST", ... */
+    const char *path;       /* the request path, without the query string */
+    int status;             /* HTTP status sent */
+    double elapsed_ms;      /* from routing the request to sending the reply */
+    int queries;            /* queries in the batch (batch replies), else 0 */
+    const char *mode;       /* "parallel" / "transaction" (batch replies), else NULL */
+    const char *peer;       /* "host:port" of the client, "-" when it is gone */
+    const char *request_id; /* X-Request-Id as received, or the one fanout generated */
+} http_reply_info;
+
 typedef struct http_handlers {
     /* A valid batch request: takes over desc and must complete req exactly once (now or later,
      * on the loop thread) with http_reply_json / http_reply_error. */
     void (*batch)(struct evhttp_request *req, http_batch_req *desc, void *arg);
     /* Whether queries can run now; when not, a one-line reason for /readyz. */
     bool (*ready)(void *arg, char *reason, size_t reasonlen);
-    void *arg; /* passed to both */
+    /* GET /metrics: append the Prometheus text exposition to out. */
+    void (*metrics)(void *arg, struct evbuffer *out);
+    /* Called once per reply sent, after it is queued for sending. */
+    void (*replied)(void *arg, const http_reply_info *info);
+    void *arg; /* passed to all of them */
 } http_handlers;
 
-/* Bind and start serving on base. The settings and handlers must outlive the server. */
+/* Bind and start serving on base. The settings and handlers must outlive the server. One
+ * server per process (replies find it through a module-level pointer). */
 http_server *http_server_start(struct event_base *base, const cfg_settings *settings,
                                const http_handlers *handlers, char *err, size_t errlen);
 
@@ -49,6 +69,10 @@ void http_server_free(http_server *s);
 
 /* Complete req with status and a JSON body (moved out of body). */
 void http_reply_json(struct evhttp_request *req, int status, struct evbuffer *body);
+
+/* Complete a batch request with its 200 reply; the numbers go to the access log. */
+void http_reply_batch(struct evhttp_request *req, struct evbuffer *body, int queries,
+                      bool transaction, double elapsed_ms);
 
 /* Complete req with {"error":{"code":code,"message":message}}. */
 void http_reply_error(struct evhttp_request *req, int status, const char *code,

@@ -31,6 +31,7 @@ svc_batch *svc_batch_new(struct evhttp_request *req, http_batch_req *desc)
         b->jobs[i].index = i;
     }
     atomic_init(&b->remaining, b->njobs);
+    atomic_init(&b->failures, 0);
     return b;
 fail:
     http_batch_req_free(desc);
@@ -65,8 +66,9 @@ static double ms_since(const struct timespec *t0)
     return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-void svc_batch_reply(svc_batch *b)
+uint64_t svc_batch_reply(svc_batch *b)
 {
+    double elapsed;
     struct evbuffer *body = evbuffer_new();
     bool ok = body != NULL;
 
@@ -90,13 +92,16 @@ void svc_batch_reply(svc_batch *b)
         if (ok && b->commit_error.len)
             ok = evbuffer_add_printf(body, ",\"commit_error\":%s", b->commit_error.data) > 0;
     }
-    ok = ok && evbuffer_add_printf(body, ",\"elapsed_ms\":%.3f}", ms_since(&b->started)) > 0;
+    elapsed = ms_since(&b->started);
+    ok = ok && evbuffer_add_printf(body, ",\"elapsed_ms\":%.3f}", elapsed) > 0;
 
     if (ok)
-        http_reply_json(b->req, 200, body);
+        http_reply_batch(b->req, body, b->desc->nqueries, b->desc->mode == HTTP_MODE_TRANSACTION,
+                         elapsed);
     else
         http_reply_error(b->req, 500, "internal_error", "out of memory assembling the reply");
     b->req = NULL;
     if (body)
         evbuffer_free(body);
+    return (uint64_t)(elapsed * 1e6);
 }

@@ -25,6 +25,7 @@
 #include "db/buf.h"
 #include "db/conn.h"
 #include "http/request.h"
+#include "service/metrics.h"
 
 struct evhttp_request;
 typedef struct svc_batch svc_batch;
@@ -44,6 +45,7 @@ struct svc_batch {
     svc_job *jobs;              /* njobs jobs, owned */
     int njobs;                  /* desc->nqueries in parallel mode, 1 in transaction mode */
     atomic_int remaining;       /* jobs not yet finished; the worker taking it to 0 completes */
+    atomic_int failures;        /* queries that did not succeed (for the batch outcome metric) */
     bool committed;             /* transaction mode: COMMIT succeeded (written by its worker) */
     db_buf commit_error;        /* transaction mode: COMMIT's error object, empty if none */
     svc_batch *next;            /* link in the pool's completion list (guarded by its lock) */
@@ -55,12 +57,13 @@ void svc_batch_free(svc_batch *b);
 
 /* Worker side: run one job on the worker's connection, filling the job's slot(s). Returns
  * false when the connection was found broken (the slots say db_unavailable). */
-bool svc_job_run(svc_job *job, db_conn *conn);
+bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats);
 
 /* Worker side: fill a job's slots with a db_unavailable error without touching the database. */
-void svc_job_fail(svc_job *job, const char *message);
+void svc_job_fail(svc_job *job, const char *message, svc_worker_stats *stats);
 
-/* Loop thread: send the 200 reply with every slot in order. Completes b->req. */
-void svc_batch_reply(svc_batch *b);
+/* Loop thread: send the 200 reply with every slot in order. Completes b->req. Returns the
+ * batch's age in nanoseconds when the reply was assembled. */
+uint64_t svc_batch_reply(svc_batch *b);
 
 #endif

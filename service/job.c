@@ -1,13 +1,14 @@
 /*
  * svc_job: what a worker does with one job on its own connection. Worker threads only: touches
- * the job's result slots and the worker's db_conn, never a libevent object.
+ * the job's result slots, the worker's db_conn and the worker's own stats, never a libevent
+ * object.
  */
-#include "service/batch.h"
-
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "db/exec.h"
+#include "service/batch.h"
 
 static const char *const isolation_sql[] = {
     [HTTP_ISO_READ_COMMITTED] = "READ COMMITTED",
@@ -15,19 +16,45 @@ static const char *const isolation_sql[] = {
     [HTTP_ISO_SERIALIZABLE] = "SERIALIZABLE",
 };
 
-static db_exec_opts exec_opts(const http_batch_req *d)
+/* What a job needs while it runs, bundled so helpers take one argument. */
+typedef struct run_ctx {
+    svc_batch *b;
+    const http_batch_req *d;
+    db_conn *conn;
+    svc_worker_stats *stats;
+} run_ctx;
+
+static uint64_t now_ns(void)
 {
-    return (db_exec_opts){.rows_as_objects = d->rows_as_objects,
-                          .int8_as_number = d->int8_as_number,
-                          .max_rows = d->max_rows};
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static db_status run_query(db_conn *conn, const http_batch_req *d, int i, db_buf *out)
+static void count(run_ctx *r, svc_query_outcome outcome)
 {
-    const http_query *q = &d->queries[i];
-    db_exec_opts opts = exec_opts(d);
-    return db_exec_query(conn, q->id, q->sql, q->nparams, (const char *const *)q->params, &opts,
-                         out);
+    svc_stat_inc(&r->stats->queries[outcome]);
+    if (outcome != SVC_Q_OK)
+        atomic_fetch_add_explicit(&r->b->failures, 1, memory_order_relaxed);
+}
+
+static svc_query_outcome outcome_of(db_status st)
+{
+    return st == DB_OK ? SVC_Q_OK : st == DB_SQL_ERROR ? SVC_Q_SQL_ERROR : SVC_Q_DB_UNAVAILABLE;
+}
+
+/* Run query i into its slot, timing it; the caller counts the outcome. */
+static db_status run_query(run_ctx *r, int i)
+{
+    const http_query *q = &r->d->queries[i];
+    db_exec_opts opts = {.rows_as_objects = r->d->rows_as_objects,
+                         .int8_as_number = r->d->int8_as_number,
+                         .max_rows = r->d->max_rows};
+    uint64_t t0 = now_ns();
+    db_status st = db_exec_query(r->conn, q->id, q->sql, q->nparams,
+                                 (const char *const *)q->params, &opts, &r->b->slots[i]);
+    svc_hist_observe(&r->stats->query_duration, now_ns() - t0);
+    return st;
 }
 
 /* After a failed control statement: the slot says why. */
@@ -50,34 +77,27 @@ static void put_command_error(db_buf *out, const char *id, db_status st, db_buf 
 
 /*
  * Parallel mode: one query in its own transaction. A read-only batch wraps it in BEGIN READ
- * ONLY .. COMMIT, so PostgreSQL itself refuses writes.
+ * ONLY .. COMMIT, so PostgreSQL itself refuses writes. A transaction the query leaves open
+ * (BEGIN as a query) is rolled back so it cannot reach the next batch on this connection.
  */
-static db_status run_parallel(svc_job *job, db_conn *conn)
+static db_status run_parallel(run_ctx *r, int i)
 {
-    svc_batch *b = job->batch;
-    const http_batch_req *d = b->desc;
-    db_buf *out = &b->slots[job->index];
     db_buf err = DB_BUF_INIT;
     db_status st;
 
-    if (!d->read_only) {
-        st = run_query(conn, d, job->index, out);
-        /* A query like BEGIN must not leave a transaction open for the next batch. */
-        if (st != DB_CONN_LOST && db_conn_in_transaction(conn) &&
-            db_exec_command(conn, "ROLLBACK", NULL) == DB_CONN_LOST)
-            st = DB_CONN_LOST;
-        return st;
+    if (r->d->read_only) {
+        st = db_exec_command(r->conn, "BEGIN READ ONLY", &err);
+        if (st != DB_OK) {
+            put_command_error(&r->b->slots[i], r->d->queries[i].id, st, &err);
+            count(r, outcome_of(st));
+            goto out;
+        }
     }
-    st = db_exec_command(conn, "BEGIN READ ONLY", &err);
-    if (st != DB_OK) {
-        put_command_error(out, d->queries[job->index].id, st, &err);
-        goto out;
-    }
-    st = run_query(conn, d, job->index, out);
-    if (st != DB_CONN_LOST) {
-        /* A failed statement leaves the transaction aborted; either way end it. */
-        db_status end = db_exec_command(conn, st == DB_OK ? "COMMIT" : "ROLLBACK", NULL);
-        if (end == DB_CONN_LOST)
+    st = run_query(r, i);
+    count(r, outcome_of(st));
+    if (st != DB_CONN_LOST && db_conn_in_transaction(r->conn)) {
+        const char *end = r->d->read_only && st == DB_OK ? "COMMIT" : "ROLLBACK";
+        if (db_exec_command(r->conn, end, NULL) == DB_CONN_LOST)
             st = DB_CONN_LOST;
     }
 out:
@@ -89,10 +109,10 @@ out:
  * Transaction mode: every query in order inside BEGIN .. COMMIT on this one connection. At the
  * first failure roll back and mark the rest not_run; COMMIT's own failure is commit_error.
  */
-static db_status run_transaction(svc_job *job, db_conn *conn)
+static db_status run_transaction(run_ctx *r)
 {
-    svc_batch *b = job->batch;
-    const http_batch_req *d = b->desc;
+    svc_batch *b = r->b;
+    const http_batch_req *d = r->d;
     db_buf err = DB_BUF_INIT;
     char begin[64];
     int i = 0;
@@ -100,15 +120,16 @@ static db_status run_transaction(svc_job *job, db_conn *conn)
 
     snprintf(begin, sizeof(begin), "BEGIN ISOLATION LEVEL %s%s", isolation_sql[d->isolation],
              d->read_only ? " READ ONLY" : "");
-    st = db_exec_command(conn, begin, &err);
+    st = db_exec_command(r->conn, begin, &err);
     if (st != DB_OK) {
         put_command_error(&b->slots[0], d->queries[0].id, st, &err);
+        count(r, outcome_of(st));
         i = 1;
         goto not_run;
     }
     for (; i < d->nqueries; i++) {
-        st = run_query(conn, d, i, &b->slots[i]);
-        if (st == DB_OK && !db_conn_in_transaction(conn)) {
+        st = run_query(r, i);
+        if (st == DB_OK && !db_conn_in_transaction(r->conn)) {
             /* COMMIT/ROLLBACK as a query ended fanout's transaction: what follows would run
              * outside it, so stop here and say so. */
             db_buf_reset(&b->slots[i]);
@@ -117,20 +138,25 @@ static db_status run_transaction(svc_job *job, db_conn *conn)
                             "have been committed");
             st = DB_SQL_ERROR;
         }
+        count(r, outcome_of(st));
         if (st != DB_OK) {
             i++;
             goto not_run;
         }
     }
-    st = db_exec_command(conn, "COMMIT", &b->commit_error);
+    st = db_exec_command(r->conn, "COMMIT", &b->commit_error);
     b->committed = st == DB_OK;
+    if (!b->committed)
+        atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
     goto out;
 
 not_run:
-    for (; i < d->nqueries; i++)
+    for (; i < d->nqueries; i++) {
         db_result_error(&b->slots[i], d->queries[i].id, "not_run",
                         "not run: an earlier query in the transaction failed");
-    if (st != DB_CONN_LOST && db_exec_command(conn, "ROLLBACK", NULL) == DB_CONN_LOST)
+        count(r, SVC_Q_NOT_RUN);
+    }
+    if (st != DB_CONN_LOST && db_exec_command(r->conn, "ROLLBACK", NULL) == DB_CONN_LOST)
         st = DB_CONN_LOST;
     b->committed = false;
 out:
@@ -138,24 +164,26 @@ out:
     return st;
 }
 
-bool svc_job_run(svc_job *job, db_conn *conn)
+bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
 {
-    db_status st = job->batch->desc->mode == HTTP_MODE_TRANSACTION ? run_transaction(job, conn)
-                                                                   : run_parallel(job, conn);
+    run_ctx r = {.b = job->batch, .d = job->batch->desc, .conn = conn, .stats = stats};
+    db_status st = r.d->mode == HTTP_MODE_TRANSACTION ? run_transaction(&r)
+                                                      : run_parallel(&r, job->index);
     return st != DB_CONN_LOST && db_conn_ok(conn);
 }
 
-void svc_job_fail(svc_job *job, const char *message)
+void svc_job_fail(svc_job *job, const char *message, svc_worker_stats *stats)
 {
-    svc_batch *b = job->batch;
-    const http_batch_req *d = b->desc;
+    run_ctx r = {.b = job->batch, .d = job->batch->desc, .stats = stats};
     int first = job->index, last = job->index + 1;
 
-    if (d->mode == HTTP_MODE_TRANSACTION) {
+    if (r.d->mode == HTTP_MODE_TRANSACTION) {
         first = 0;
-        last = d->nqueries;
-        b->committed = false;
+        last = r.d->nqueries;
+        r.b->committed = false;
     }
-    for (int i = first; i < last; i++)
-        db_result_error(&b->slots[i], d->queries[i].id, "db_unavailable", message);
+    for (int i = first; i < last; i++) {
+        db_result_error(&r.b->slots[i], r.d->queries[i].id, "db_unavailable", message);
+        count(&r, SVC_Q_DB_UNAVAILABLE);
+    }
 }

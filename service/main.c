@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/thread.h>
@@ -30,31 +31,73 @@
 #include "service/batch.h"
 #include "service/healthcheck.h"
 #include "service/log.h"
+#include "service/metrics.h"
 #include "service/pool.h"
 
 extern char **environ;
 
+/* After the last in-flight reply during shutdown, how long to wait for it to be written before
+ * stopping anyway (a client that left never lets the write complete). */
+#define SHUTDOWN_FLUSH_GRACE_MS 1000
+
 typedef struct app {
     cfg_settings settings;      /* immutable after start-up */
     struct event_base *base;    /* the loop; main thread */
+    svc_metrics *metrics;       /* counters; see metrics.h for who writes what */
     svc_pool *pool;             /* workers */
     http_server *server;        /* HTTP front end */
-    int inflight;               /* batches submitted and not yet replied (loop thread) */
+    struct event *grace;        /* shutdown: stop even if a reply never finishes writing */
+    int running;                /* batches accepted and not yet replied (loop thread) */
+    int unsent;                 /* replies queued and not yet written (loop thread) */
     int signals;                /* termination signals received (loop thread) */
 } app;
 
+static void on_grace_expired(evutil_socket_t fd, short what, void *arg)
+{
+    app *a = arg;
+    (void)fd;
+    (void)what;
+    svc_log_warn("shutdown: %d replies still unsent after the grace period", a->unsent);
+    event_base_loopbreak(a->base);
+}
+
+/*
+ * During shutdown, stop the loop once every accepted batch has been replied to and the replies
+ * written; a reply to a client that left is never written, so after the last batch finishes
+ * wait at most the grace period for the writes.
+ */
 static void maybe_finish_shutdown(app *a)
 {
-    if (a->signals > 0 && a->inflight == 0)
+    if (a->signals == 0 || a->running > 0)
+        return;
+    if (a->unsent == 0) {
         event_base_loopbreak(a->base);
+    } else if (!event_pending(a->grace, EV_TIMEOUT, NULL)) {
+        struct timeval tv = {SHUTDOWN_FLUSH_GRACE_MS / 1000,
+                             (SHUTDOWN_FLUSH_GRACE_MS % 1000) * 1000};
+        evtimer_add(a->grace, &tv);
+    }
+}
+
+/* libevent: a batch's reply has been written to the client. */
+static void on_reply_written(struct evhttp_request *req, void *arg)
+{
+    app *a = arg;
+    (void)req;
+    a->unsent--;
+    maybe_finish_shutdown(a);
 }
 
 static void on_batch_done(svc_batch *b, void *arg)
 {
     app *a = arg;
-    svc_batch_reply(b);
+    bool transaction = b->desc->mode == HTTP_MODE_TRANSACTION;
+    svc_batch_outcome outcome = atomic_load(&b->failures) ? SVC_B_ERROR : SVC_B_OK;
+    uint64_t ns = svc_batch_reply(b);
+    svc_metrics_batch(a->metrics, transaction, outcome, ns);
     svc_batch_free(b);
-    a->inflight--;
+    a->running--;
+    a->unsent++;
     maybe_finish_shutdown(a);
 }
 
@@ -67,6 +110,7 @@ static void reply_unavailable(struct evhttp_request *req, const char *code, cons
 static void on_batch(struct evhttp_request *req, http_batch_req *desc, void *arg)
 {
     app *a = arg;
+    bool transaction = desc->mode == HTTP_MODE_TRANSACTION;
     svc_batch *b = svc_batch_new(req, desc);
     if (!b) {
         http_reply_error(req, 500, "internal_error", "out of memory");
@@ -74,12 +118,15 @@ static void on_batch(struct evhttp_request *req, http_batch_req *desc, void *arg
     }
     switch (svc_pool_submit(a->pool, b)) {
     case SVC_SUBMITTED:
-        a->inflight++;
+        a->running++;
+        evhttp_request_set_on_complete_cb(req, on_reply_written, a);
         return;
     case SVC_OVERLOADED:
+        svc_metrics_batch(a->metrics, transaction, SVC_B_OVERLOADED, 0);
         reply_unavailable(req, "overloaded", "the job queue is full; retry later");
         break;
     case SVC_DB_UNAVAILABLE:
+        svc_metrics_batch(a->metrics, transaction, SVC_B_DB_UNAVAILABLE, 0);
         reply_unavailable(req, "db_unavailable", "no database connection is available");
         break;
     }
@@ -95,6 +142,31 @@ static bool on_ready(void *arg, char *reason, size_t reasonlen)
     return false;
 }
 
+static void on_metrics(void *arg, struct evbuffer *out)
+{
+    app *a = arg;
+    db_buf text = DB_BUF_INIT;
+    svc_metrics_render(a->metrics, &text, svc_pool_queue_depth(a->pool));
+    if (!text.oom)
+        evbuffer_add(out, text.data, text.len);
+    db_buf_free(&text);
+}
+
+static void on_replied(void *arg, const http_reply_info *info)
+{
+    app *a = arg;
+    svc_metrics_http(a->metrics, info->path, info->status);
+    svc_access access = {.method = info->method,
+                         .path = info->path,
+                         .status = info->status,
+                         .queries = info->queries,
+                         .mode = info->mode,
+                         .elapsed_ms = info->elapsed_ms,
+                         .peer = info->peer,
+                         .request_id = info->request_id};
+    svc_log_access(&access);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     app *a = arg;
@@ -103,7 +175,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         svc_log_warn("second signal %d: exiting at once", (int)sig);
         _exit(1);
     }
-    svc_log_info("signal %d: shutting down after %d in-flight batches", (int)sig, a->inflight);
+    svc_log_info("signal %d: shutting down after %d in-flight batches", (int)sig, a->running);
     http_server_stop_accepting(a->server);
     maybe_finish_shutdown(a);
 }
@@ -152,7 +224,7 @@ int main(int argc, char **argv)
         cfg_free(&a.settings);
         return rc;
     }
-    svc_log_set_level(a.settings.log_level);
+    svc_log_setup(a.settings.log_level, a.settings.log_format);
     /* A client that hangs up mid-reply must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
 
@@ -163,12 +235,22 @@ int main(int argc, char **argv)
     }
     if (!a.settings.database)
         svc_log_warn("no database configured: using libpq defaults (PGHOST, PGDATABASE, ...)");
-    a.pool = svc_pool_start(a.base, &a.settings, on_batch_done, &a, err, sizeof(err));
+    a.metrics = svc_metrics_new(a.settings.workers, FANOUT_VERSION);
+    a.grace = evtimer_new(a.base, on_grace_expired, &a);
+    if (!a.metrics || !a.grace) {
+        svc_log_error("out of memory");
+        goto out;
+    }
+    a.pool = svc_pool_start(a.base, &a.settings, a.metrics, on_batch_done, &a, err, sizeof(err));
     if (!a.pool) {
         svc_log_error("%s", err);
         goto out;
     }
-    http_handlers handlers = {.batch = on_batch, .ready = on_ready, .arg = &a};
+    http_handlers handlers = {.batch = on_batch,
+                              .ready = on_ready,
+                              .metrics = on_metrics,
+                              .replied = on_replied,
+                              .arg = &a};
     a.server = http_server_start(a.base, &a.settings, &handlers, err, sizeof(err));
     if (!a.server) {
         svc_log_error("%s", err);
@@ -193,8 +275,11 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (a.grace)
+        event_free(a.grace);
     if (a.base)
         event_base_free(a.base);
+    svc_metrics_free(a.metrics);
     cfg_free(&a.settings);
     libevent_global_shutdown();
     return rc;

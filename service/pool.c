@@ -24,6 +24,7 @@
 
 typedef struct worker {
     svc_pool *pool;     /* the pool it belongs to */
+    svc_worker_stats *stats; /* its own numbers (only it writes them) */
     pthread_t thread;   /* its thread */
     int id;             /* 0-based, for log lines */
     bool started;       /* thread was created (so stop joins it) */
@@ -31,6 +32,7 @@ typedef struct worker {
 
 struct svc_pool {
     const cfg_settings *settings; /* not owned; outlives the pool */
+    svc_metrics *metrics;         /* not owned; outlives the pool */
     svc_queue *queue;             /* jobs waiting for a worker */
     worker *workers;              /* settings->workers entries */
     atomic_int connected;         /* workers with a live connection */
@@ -121,30 +123,48 @@ static db_conn *connect_with_backoff(worker *w)
     return NULL;
 }
 
+static uint64_t ns_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ns = (int64_t)(now.tv_sec - t0->tv_sec) * 1000000000 + (now.tv_nsec - t0->tv_nsec);
+    return ns > 0 ? (uint64_t)ns : 0;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     svc_pool *p = w->pool;
     db_conn *conn = NULL;
 
+    bool lost_before = false; /* the next connect is a reconnect */
+
     for (;;) {
         if (!conn) {
             conn = connect_with_backoff(w);
             if (!conn)
                 break; /* stopping */
+            if (lost_before)
+                svc_stat_inc(&w->stats->reconnects);
             atomic_fetch_add(&p->connected, 1);
+            atomic_store_explicit(&w->stats->connected, true, memory_order_relaxed);
         }
         svc_job *job = svc_queue_pop(p->queue);
         if (!job)
             break; /* closed and drained */
-        if (!svc_job_run(job, conn)) {
+        svc_hist_observe(&w->stats->queue_wait, ns_since(&job->queued));
+        atomic_store_explicit(&w->stats->busy, true, memory_order_relaxed);
+        if (!svc_job_run(job, conn, w->stats)) {
             const char *m = PQerrorMessage(db_conn_pg(conn));
             svc_log_warn("worker %d: database connection lost: %.*s", w->id,
                          (int)strcspn(m, "\n"), m);
             atomic_fetch_sub(&p->connected, 1);
+            atomic_store_explicit(&w->stats->connected, false, memory_order_relaxed);
             db_conn_close(conn);
             conn = NULL;
+            lost_before = true;
         }
+        atomic_store_explicit(&w->stats->busy, false, memory_order_relaxed);
         svc_batch *b = job->batch;
         /* release: our slot writes happen before the loop thread reads them */
         if (atomic_fetch_sub_explicit(&b->remaining, 1, memory_order_acq_rel) == 1)
@@ -152,18 +172,21 @@ static void *worker_main(void *arg)
     }
     if (conn) {
         atomic_fetch_sub(&p->connected, 1);
+        atomic_store_explicit(&w->stats->connected, false, memory_order_relaxed);
         db_conn_close(conn);
     }
     return NULL;
 }
 
-svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings, svc_done_fn done,
-                         void *arg, char *err, size_t errlen)
+svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings,
+                         svc_metrics *metrics, svc_done_fn done, void *arg, char *err,
+                         size_t errlen)
 {
     svc_pool *p = calloc(1, sizeof(*p));
     if (!p)
         goto oom;
     p->settings = settings;
+    p->metrics = metrics;
     p->done = done;
     p->done_arg = arg;
     atomic_init(&p->connected, 0);
@@ -180,6 +203,7 @@ svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings, 
         worker *w = &p->workers[i];
         w->pool = p;
         w->id = i;
+        w->stats = svc_metrics_worker(metrics, i);
         int rc = pthread_create(&w->thread, NULL, worker_main, w);
         if (rc) {
             snprintf(err, errlen, "cannot start worker thread %d: %s", i, strerror(rc));
@@ -211,6 +235,11 @@ int svc_pool_connected(svc_pool *p)
     return atomic_load(&p->connected);
 }
 
+size_t svc_pool_queue_depth(svc_pool *p)
+{
+    return svc_queue_depth(p->queue);
+}
+
 void svc_pool_stop(svc_pool *p)
 {
     if (!p)
@@ -226,7 +255,7 @@ void svc_pool_stop(svc_pool *p)
             pthread_join(p->workers[i].thread, NULL);
     /* Jobs no worker took (every connection was down): fail them so their batches complete. */
     for (svc_job *job; p->queue && (job = svc_queue_pop(p->queue)) != NULL;) {
-        svc_job_fail(job, "fanout is shutting down");
+        svc_job_fail(job, "fanout is shutting down", svc_metrics_worker(p->metrics, 0));
         if (atomic_fetch_sub(&job->batch->remaining, 1) == 1)
             hand_back(p, job->batch);
     }

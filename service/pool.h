@@ -23,6 +23,7 @@
 
 #include "config/config.h"
 #include "service/batch.h"
+#include "service/metrics.h"
 
 struct event_base;
 typedef struct svc_pool svc_pool;
@@ -31,8 +32,9 @@ typedef struct svc_pool svc_pool;
 typedef void (*svc_done_fn)(svc_batch *b, void *arg);
 
 /* Start settings->workers workers. The settings must outlive the pool. NULL + err on failure. */
-svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings, svc_done_fn done,
-                         void *arg, char *err, size_t errlen);
+svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings,
+                         svc_metrics *metrics, svc_done_fn done, void *arg, char *err,
+                         size_t errlen);
 
 typedef enum svc_submit_status {
     SVC_SUBMITTED = 0,      /* the batch's jobs are queued; done will be called exactly once */
@@ -45,6 +47,9 @@ svc_submit_status svc_pool_submit(svc_pool *p, svc_batch *b) __attribute__((warn
 
 /* Workers whose connection is live right now (any thread). */
 int svc_pool_connected(svc_pool *p);
+
+/* Jobs waiting for a worker (any thread). */
+size_t svc_pool_queue_depth(svc_pool *p);
 
 /* Loop thread, after the last batch was handed back: stop and join the workers, free all. */
 void svc_pool_stop(svc_pool *p);
