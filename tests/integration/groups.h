@@ -14,5 +14,6 @@ int it_batches(void);      /* test_batches.c: mixed good and failing queries, SQ
 int it_concurrency(void);  /* test_concurrency.c: 16 workers really run 16 queries at once */
 int it_reconnect(void);    /* test_reconnect.c: backends terminated under fanout */
 int it_cli(void);          /* test_cli.c: --help, --version, configuration errors */
+int it_observability(void); /* test_observability.c: /metrics, promtool, access log, request ids */
 
 #endif

@@ -22,6 +22,7 @@ static const struct {
     {"params", it_params},             {"transactions", it_transactions},
     {"batches", it_batches},           {"concurrency", it_concurrency},
     {"reconnect", it_reconnect},       {"cli", it_cli},
+    {"observability", it_observability},
 };
 
 static bool wanted(const char *name, int argc, char **argv)
