@@ -37,7 +37,7 @@ INTEG_BIN = $(BUILD)/tests/integration
 # Keep test objects between builds (make deletes intermediate files otherwise).
 .SECONDARY:
 
-.PHONY: all deps run stop test test-here valgrind asan tsan readme clean
+.PHONY: all deps run stop test test-here valgrind asan tsan readme man check-container clean
 all: $(BUILD)/fanout
 
 $(BUILD)/obj/%.o: %.c
@@ -73,14 +73,20 @@ stop:
 TEST_CFLAGS = -O0 -g
 
 test: deps
-	@$(MAKE) --no-print-directory BUILD=build/debug CFLAGS="$(TEST_CFLAGS)" test-here
+	@$(MAKE) --no-print-directory BUILD=build/debug CFLAGS="$(TEST_CFLAGS)" check-container test-here
+
+# Validate Dockerfile and docker-compose.yml offline (no Docker engine runs on our machines).
+check-container: $(BUILD)/fanout
+	@FANOUT_BIN=$(BUILD)/fanout scripts/check-container.sh
 
 test-here: $(BUILD)/fanout $(UNIT_BIN) $(INTEG_BIN)
-	@scripts/test.sh $(BUILD) $(TEST_WRAPPER)
+	@$(if $(VALGRIND_LOGS),rm -rf $(VALGRIND_LOGS) && mkdir -p $(VALGRIND_LOGS))
+	@VALGRIND_LOGS=$(VALGRIND_LOGS) scripts/test.sh $(BUILD) $(TEST_WRAPPER)
 
 valgrind: deps
 	@$(MAKE) --no-print-directory BUILD=build/debug CFLAGS="$(TEST_CFLAGS)" \
-	  TEST_WRAPPER="valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 -q" test-here
+	  TEST_WRAPPER="valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 --log-file=$(CURDIR)/build/debug/valgrind/fanout.%p.log" \
+	  VALGRIND_LOGS=build/debug/valgrind test-here
 
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
@@ -95,6 +101,11 @@ readme: $(BUILD)/libfanout.a
 	$(BUILD)/settings_table > $(BUILD)/settings.md
 	sed -i -e '/<!-- settings:begin -->/,/<!-- settings:end -->/{/<!-- settings:/!d}' \
 	  -e '/<!-- settings:begin -->/r $(BUILD)/settings.md' README.md
+
+# The man page is generated from --help and --version (commit the result).
+man: $(BUILD)/fanout
+	help2man --no-info --name="run batches of PostgreSQL queries concurrently over HTTP" \
+	  --section=1 --output=docs/fanout.1 $(BUILD)/fanout
 
 clean:
 	rm -rf build

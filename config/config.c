@@ -441,6 +441,12 @@ static void print_help(FILE *out)
                 env_name(d, env));
         fprintf(out, "%s%s\n", d->env_alias ? " or " : "", d->env_alias ? d->env_alias : "");
     }
+    fprintf(out, "\nExit status:\n"
+                 "  0  clean shutdown (SIGTERM/SIGINT), --help, --version, --check-config, or\n"
+                 "     --healthcheck of a ready instance\n"
+                 "  1  start-up failure (cannot listen, out of memory), or --healthcheck of an\n"
+                 "     instance that is not ready or not there\n"
+                 "  2  bad command line, setting or config file\n");
 }
 
 void cfg_print_effective(FILE *out, const cfg_settings *s, const char *database_shown)

@@ -207,6 +207,14 @@ static void types_load(db_conn *c, PGresult *res)
             break;
 }
 
+/* libpq prints notices on stderr by default, which would break one-JSON-object-per-line logs. */
+static void on_notice(void *arg, const char *message)
+{
+    void (*notice)(const char *) = (void (*)(const char *))arg;
+    if (notice)
+        notice(message);
+}
+
 db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
 {
     char **kw = NULL, **val = NULL;
@@ -221,6 +229,8 @@ db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
         goto fail;
     }
     c->pg = PQconnectdbParams((const char *const *)kw, (const char *const *)val, 0);
+    if (c->pg)
+        PQsetNoticeProcessor(c->pg, on_notice, (void *)p->notice);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
         const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
         size_t len = strcspn(m, "\n");

@@ -23,6 +23,9 @@ typedef struct db_conn_params {
     const char *conninfo;      /* libpq conninfo string or URI; "" for libpq's defaults */
     const char *timezone;      /* pinned TimeZone, e.g. "UTC" */
     int statement_timeout_ms;  /* pinned statement_timeout, ms; 0 for none */
+    /* Server NOTICE/WARNING text (one message, trailing newline included) goes here instead of
+     * libpq's default of stderr; NULL drops them. Called on the thread using the connection. */
+    void (*notice)(const char *message);
 } db_conn_params;
 
 /*

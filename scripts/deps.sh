@@ -1,11 +1,14 @@
 #!/bin/sh
 # Install the Debian packages fanout needs to build, test and run; do nothing when all are present.
 set -eu
-PKGS="build-essential pkg-config libevent-dev libjansson-dev libcmocka-dev libpq-dev postgresql curl valgrind clang"
+PKGS="build-essential pkg-config libevent-dev libjansson-dev libcmocka-dev libpq-dev postgresql curl valgrind clang help2man docker-compose"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# Node.js and npm (for the validators in tests/tools) may come from outside Debian's packages.
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "deps: missing packages:$missing" >&2

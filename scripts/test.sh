@@ -37,6 +37,21 @@ FANOUT_WRAPPER="$*"
 export FANOUT_TEST_DATABASE FANOUT_TEST_ADMIN FANOUT_BIN FANOUT_WRAPPER
 run integration "$build/tests/integration"
 
+# Under make valgrind: one summary over every fanout process the suite started.
+if [ -n "${VALGRIND_LOGS:-}" ]; then
+    logs=$(ls "$VALGRIND_LOGS"/*.log 2>/dev/null | wc -l)
+    lost=$(sed -n 's/.*definitely lost: \([0-9,]*\) bytes.*/\1/p' "$VALGRIND_LOGS"/*.log | tr -d , |
+        awk '{s += $1} END {print s + 0}')
+    errs=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$VALGRIND_LOGS"/*.log |
+        awk '{s += $1} END {print s + 0}')
+    echo
+    echo "valgrind: $logs fanout processes, definitely lost: $lost bytes, ERROR SUMMARY: $errs errors"
+    if [ "$lost" != 0 ] || [ "$errs" != 0 ]; then
+        grep -l "definitely lost: [1-9]\|ERROR SUMMARY: [1-9]" "$VALGRIND_LOGS"/*.log
+        broken="$broken valgrind"
+    fi
+fi
+
 echo
 if [ -n "$broken" ]; then
     echo "failing suites:$broken"

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -205,6 +206,10 @@ int main(int argc, char **argv)
         return 0;
     case CFG_ERROR:
         fprintf(stderr, "fanout: %s\n", err);
+        /* Container runtimes reserve a health check's exit 2: any failure there is 1. */
+        for (int i = 1; i < argc; i++)
+            if (strcmp(argv[i], "--healthcheck") == 0)
+                return 1;
         return CFG_EXIT_CONFIG;
     }
     if (!check_database_setting(&a.settings, err, sizeof(err))) {

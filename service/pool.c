@@ -94,13 +94,20 @@ static bool sleep_unless_stopping(svc_pool *p, int ms)
     return !atomic_load(&p->stopping);
 }
 
+/* Server notices (e.g. "relation already exists, skipping") are for debugging, not stderr. */
+static void log_notice(const char *message)
+{
+    svc_log_debug("database notice: %.*s", (int)strcspn(message, "\n"), message);
+}
+
 /* Connect, retrying with capped exponential backoff until it works or the pool stops. */
 static db_conn *connect_with_backoff(worker *w)
 {
     svc_pool *p = w->pool;
     db_conn_params params = {.conninfo = p->settings->database ? p->settings->database : "",
                              .timezone = p->settings->timezone,
-                             .statement_timeout_ms = p->settings->statement_timeout_ms};
+                             .statement_timeout_ms = p->settings->statement_timeout_ms,
+                             .notice = log_notice};
     int backoff = BACKOFF_MIN_MS, failures = 0;
     char err[512];
 

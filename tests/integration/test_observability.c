@@ -191,6 +191,28 @@ static void test_access_log_line(void **state)
     json_decref(line);
 }
 
+/* A server NOTICE must not reach stderr raw: every line of the log stays one JSON object. */
+static void test_log_lines_are_json(void **state)
+{
+    (void)state;
+    json_t *doc = FX_BATCH(srv.port, "{\"queries\":[{\"sql\":\"DO $$ BEGIN RAISE NOTICE 'notice-probe'; END $$\"}]}");
+    FX_EXPECT_STR(doc, "results.0.command", "DO");
+    json_decref(doc);
+    FILE *f = fopen(srv.log, "r");
+    char buf[4096];
+    int lines = 0;
+    assert_non_null(f);
+    while (fgets(buf, sizeof(buf), f)) {
+        json_error_t e;
+        json_t *line = json_loads(buf, 0, &e);
+        FX_CHECK(line && json_is_object(line), "log line is not a JSON object: %s", buf);
+        json_decref(line);
+        lines++;
+    }
+    fclose(f);
+    FX_CHECK(lines > 3, "only %d log lines", lines);
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
@@ -204,6 +226,7 @@ int it_observability(void)
         cmocka_unit_test(test_promtool_accepts_exposition),
         cmocka_unit_test(test_request_ids),
         cmocka_unit_test(test_access_log_line),
+        cmocka_unit_test(test_log_lines_are_json),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("observability", tests, group_setup, group_teardown);

@@ -1,0 +1,11 @@
+-- A batch of 100 primary-key lookups with random keys, run in parallel (the default mode).
+--   wrk -t2 -c16 -d10s -s bench/wrk/batch100.lua http://127.0.0.1:8080
+-- Settings (environment): BENCH_SEED, BENCH_KEYS, BENCH_SQL (see common.lua).
+-- Each batch is 100 jobs, so c connections can have 100*c jobs waiting: past fanout's queue_size
+-- (default 1024) a batch is refused whole with 503 "overloaded", counted in the non-200 replies.
+-- common.lua sits beside this file; find it from this file's path, not from the cwd.
+local here = debug.getinfo(1, "S").source:match("^@(.*[/\\])") or ""
+local loaded, common = pcall(dofile, here .. "common.lua")
+if not loaded then io.stderr:write("bench: ", tostring(common), "\n"); os.exit(2) end
+
+common.run { name = "batch100", queries = 100, body = common.point_batch(100) }
