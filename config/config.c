@@ -72,6 +72,28 @@ static const cfg_def cfg_defs[] = {
      "most rows returned per query; a request may ask for fewer", NULL},
     {"statement_timeout_ms", CFG_T_INT, F(statement_timeout_ms), 0, 86400000, "30000", NULL,
      "statement_timeout on every connection, in ms; 0 means none", NULL},
+    {"batch_timeout_ms", CFG_T_INT, F(batch_timeout_ms), 1, 86400000, "30000", NULL,
+     "a batch's deadline when the request sets no timeout_ms, in ms", NULL},
+    {"max_batch_timeout_ms", CFG_T_INT, F(max_batch_timeout_ms), 1, 86400000, "300000", NULL,
+     "the longest timeout_ms a request may ask for, in ms (longer ones are lowered)", NULL},
+    {"lock_timeout_ms", CFG_T_INT, F(lock_timeout_ms), 0, 86400000, "0", NULL,
+     "lock_timeout on every connection, in ms; 0 means none", NULL},
+    {"idle_in_transaction_timeout_ms", CFG_T_INT, F(idle_in_transaction_timeout_ms), 0,
+     86400000, "60000", NULL,
+     "idle_in_transaction_session_timeout on every connection, in ms; 0 means none", NULL},
+    {"shutdown_timeout_ms", CFG_T_INT, F(shutdown_timeout_ms), 0, 3600000, "10000", NULL,
+     "on SIGTERM, how long in-flight batches may still run before they are cancelled, in ms",
+     NULL},
+    {"reconnect_backoff_ms", CFG_T_INT, F(reconnect_backoff_ms), 1, 600000, "50", NULL,
+     "first wait before reconnecting to the database, in ms; doubles after each failure",
+     NULL},
+    {"reconnect_backoff_max_ms", CFG_T_INT, F(reconnect_backoff_max_ms), 1, 600000, "1000", NULL,
+     "longest wait between reconnect attempts, in ms (also the pace for a refused login)",
+     NULL},
+    {"max_clients", CFG_T_INT, F(max_clients), 1, 1000000, "1024", NULL,
+     "most client connections served at once; more are answered 503 and closed", NULL},
+    {"client_timeout_ms", CFG_T_INT, F(client_timeout_ms), 1000, 3600000, "60000", NULL,
+     "a client connection idle or stalled mid-request this long is closed, in ms", NULL},
     {"log_level", CFG_T_ENUM, F(log_level), 0, 0, "info", NULL,
      "least severe log line written: error, warn, info or debug", level_names},
     {"log_format", CFG_T_ENUM, F(log_format), 0, 0, "json", NULL,
@@ -583,6 +605,11 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
     bad = split_listen(t.listen, &t.listen_host, &t.listen_port);
     if (bad) {
         fail(err, errlen, "listen: %s", bad);
+        goto out;
+    }
+    if (t.max_batch_timeout_ms < t.batch_timeout_ms) {
+        fail(err, errlen, "batch_timeout_ms (%d) must not exceed max_batch_timeout_ms (%d)",
+             t.batch_timeout_ms, t.max_batch_timeout_ms);
         goto out;
     }
     /* A batch is queued whole or refused: the largest one allowed must fit in an empty queue. */

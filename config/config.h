@@ -51,6 +51,15 @@ typedef struct cfg_settings {
     int max_params;           /* most parameters in one query */
     long max_rows;            /* most rows returned per query (a request may ask for fewer) */
     int statement_timeout_ms; /* server-side statement_timeout on every connection, ms (0: none) */
+    int batch_timeout_ms;     /* a batch's deadline when the request names none, ms */
+    int max_batch_timeout_ms; /* ceiling of a request's timeout_ms, ms */
+    int lock_timeout_ms;      /* lock_timeout on every connection, ms (0: none) */
+    int idle_in_transaction_timeout_ms; /* idle_in_transaction_session_timeout, ms (0: none) */
+    int shutdown_timeout_ms;  /* SIGTERM: how long in-flight batches may finish, ms */
+    int reconnect_backoff_ms; /* first reconnect delay, ms; doubles per failure */
+    int reconnect_backoff_max_ms; /* reconnect delay cap, ms */
+    int max_clients;          /* client connections served at once */
+    int client_timeout_ms;    /* idle/stalled client connection limit, ms */
     cfg_log_level log_level;  /* least severe log line written */
     cfg_log_format log_format; /* text or json lines */
     char *timezone;           /* TimeZone pinned on every connection */

@@ -102,6 +102,10 @@ bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values
     options_add(options, sizeof(options), "extra_float_digits", "1");
     options_add(options, sizeof(options), "TimeZone", p->timezone ? p->timezone : "UTC");
     options_add(options, sizeof(options), "statement_timeout", timeout);
+    snprintf(timeout, sizeof(timeout), "%d", p->lock_timeout_ms);
+    options_add(options, sizeof(options), "lock_timeout", timeout);
+    snprintf(timeout, sizeof(timeout), "%d", p->idle_in_transaction_timeout_ms);
+    options_add(options, sizeof(options), "idle_in_transaction_session_timeout", timeout);
     if (!(kw[n] = strdup("options")) || !(val[n++] = strdup(options)))
         goto oom;
     if (!(kw[n] = strdup("client_encoding")) || !(val[n++] = strdup("UTF8")))

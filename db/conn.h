@@ -23,6 +23,8 @@ typedef struct db_conn_params {
     const char *conninfo;      /* libpq conninfo string or URI; "" for libpq's defaults */
     const char *timezone;      /* pinned TimeZone, e.g. "UTC" */
     int statement_timeout_ms;  /* pinned statement_timeout, ms; 0 for none */
+    int lock_timeout_ms;       /* pinned lock_timeout, ms; 0 for none */
+    int idle_in_transaction_timeout_ms; /* pinned idle_in_transaction_session_timeout, ms */
     /* Server NOTICE/WARNING text (one message, trailing newline included) goes here instead of
      * libpq's default of stderr; NULL drops them. Called on the thread using the connection. */
     void (*notice)(const char *message);
@@ -53,6 +55,9 @@ void db_conn_close(db_conn *c);
 
 PGconn *db_conn_pg(db_conn *c);
 bool db_conn_ok(const db_conn *c); /* the connection is not known to be broken */
+
+/* The idle connection is still usable: polls its socket, no round trip (db/health.c). */
+bool db_conn_alive(db_conn *c);
 
 /* A transaction is open (or aborted) on the connection: libpq knows without a round trip. */
 bool db_conn_in_transaction(const db_conn *c);

@@ -17,13 +17,14 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NUMBUF 32 /* fits any json_int_t and any %.17g double */
 
 static const char *const top_fields[] = {"mode", "isolation", "read_only", "row_format",
-                                         "int8_as_number", "max_rows", "queries", NULL};
+                                         "int8_as_number", "max_rows", "timeout_ms", "queries", NULL};
 static const char *const query_fields[] = {"id", "sql", "params", NULL};
 /* Indexes match the enum values (and row_format's index is rows_as_objects). */
 static const char *const mode_names[] = {"parallel", "transaction", NULL};
@@ -305,6 +306,7 @@ static bool parse_options(json_t *root, const http_req_limits *lim, http_batch_r
                           char *err, size_t errlen)
 {
     json_t *max_rows = json_object_get(root, "max_rows");
+    json_t *timeout = json_object_get(root, "timeout_ms");
     int mode = HTTP_MODE_PARALLEL, iso = HTTP_ISO_READ_COMMITTED, rows = 0;
 
     if (!known_fields(root, top_fields, "", err, errlen) ||
@@ -318,6 +320,15 @@ static bool parse_options(json_t *root, const http_req_limits *lim, http_batch_r
         set_err(err, errlen, "max_rows: must be a positive integer");
         return false;
     }
+    if (timeout && (!json_is_integer(timeout) || json_integer_value(timeout) < 1)) {
+        set_err(err, errlen, "timeout_ms: must be a positive integer");
+        return false;
+    }
+    /* Unset limits (0) mean no ceiling and the documented default. */
+    json_int_t cap = lim->max_timeout_ms > 0 ? lim->max_timeout_ms : INT_MAX;
+    req->timeout_ms = lim->default_timeout_ms > 0 ? lim->default_timeout_ms : 30000;
+    if (timeout)
+        req->timeout_ms = (int)(json_integer_value(timeout) < cap ? json_integer_value(timeout) : cap);
     req->mode = (http_mode)mode;
     req->isolation = (http_isolation)iso;
     req->rows_as_objects = rows == 1;

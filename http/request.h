@@ -42,6 +42,7 @@ typedef struct http_batch_req {
     bool rows_as_objects;     /* "row_format": "object" (true) or "array" (false, default) */
     bool int8_as_number;      /* "int8_as_number": int8 values as JSON numbers */
     long max_rows;            /* "max_rows", already lowered to the setting; the setting if absent */
+    int timeout_ms;           /* "timeout_ms", lowered to max_timeout_ms; the default if absent */
     int nqueries;             /* entries in queries, >= 1 */
     http_query *queries;      /* in request order */
 } http_batch_req;
@@ -50,6 +51,8 @@ typedef struct http_req_limits {
     int max_queries; /* setting max_queries */
     int max_params;  /* setting max_params */
     long max_rows;   /* setting max_rows: the default and the ceiling of "max_rows" */
+    int default_timeout_ms; /* setting batch_timeout_ms: a batch's deadline when none is asked */
+    int max_timeout_ms;     /* setting max_batch_timeout_ms: the ceiling of "timeout_ms" */
     int max_depth;   /* deepest [ / { nesting accepted, the body object being level 1
                         (checked before jansson parses); <= 0: HTTP_DEFAULT_MAX_DEPTH */
 } http_req_limits;

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,13 +22,82 @@
 
 /* Request headers beyond this are refused (libevent 2.1 leaves them unlimited). */
 #define MAX_HEADERS_BYTES (64 * 1024)
-/* An idle or stalled client connection is closed after this many seconds. */
-#define CLIENT_TIMEOUT_S 60
 
-/* Request ids fanout generates: a random start, then a counter (loop thread only). */
-typedef struct id_source {
-    unsigned long long next;
-} id_source;
+/*
+ * The client connections that have sent a request, for max_clients. libevent 2.1 has no
+ * connection cap and no hook on accept, so a connection is counted from its first request (a set
+ * of evcon pointers, open addressing with backward-shift deletion) until its close callback;
+ * one that never sends a request is closed by client_timeout_ms.
+ */
+typedef struct conn_set {
+    struct evhttp_connection **slot; /* cap entries, NULL = empty */
+    size_t cap;                      /* a power of two, at least twice len */
+    size_t len;                      /* connections counted */
+} conn_set;
+
+static size_t conn_hash(const struct evhttp_connection *c, size_t cap)
+{
+    return (size_t)(((uintptr_t)c >> 4) * 0x9E3779B97F4A7C15ull) & (cap - 1);
+}
+
+static bool conn_find(const conn_set *set, const struct evhttp_connection *c, size_t *at)
+{
+    if (!set->cap)
+        return false;
+    for (size_t h = conn_hash(c, set->cap);; h = (h + 1) & (set->cap - 1)) {
+        if (set->slot[h] == c) {
+            *at = h;
+            return true;
+        }
+        if (!set->slot[h]) {
+            *at = h;
+            return false;
+        }
+    }
+}
+
+static bool conn_add(conn_set *set, struct evhttp_connection *c)
+{
+    size_t at;
+    if ((set->len + 1) * 2 > set->cap) {
+        size_t ncap = set->cap ? set->cap * 2 : 64;
+        struct evhttp_connection **old = set->slot;
+        size_t ocap = set->cap;
+        set->slot = calloc(ncap, sizeof(*set->slot));
+        if (!set->slot) {
+            set->slot = old;
+            return false;
+        }
+        set->cap = ncap;
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i] && !conn_find(set, old[i], &at))
+                set->slot[at] = old[i];
+        free(old);
+    }
+    if (!conn_find(set, c, &at)) {
+        set->slot[at] = c;
+        set->len++;
+    }
+    return true;
+}
+
+static void conn_remove(conn_set *set, struct evhttp_connection *c)
+{
+    size_t at;
+    if (!conn_find(set, c, &at))
+        return;
+    set->slot[at] = NULL;
+    set->len--;
+    /* Backward-shift: move later entries of the probe run into the hole. */
+    for (size_t j = (at + 1) & (set->cap - 1); set->slot[j]; j = (j + 1) & (set->cap - 1)) {
+        size_t home = conn_hash(set->slot[j], set->cap);
+        if (((j - home) & (set->cap - 1)) >= ((j - at) & (set->cap - 1))) {
+            set->slot[at] = set->slot[j];
+            set->slot[j] = NULL;
+            at = j;
+        }
+    }
+}
 
 struct http_server {
     struct evhttp *http;               /* owned */
@@ -38,6 +108,7 @@ struct http_server {
     char address[96];                  /* the bound address, for logs */
     struct timespec routed;            /* when the request being routed arrived (loop thread) */
     unsigned long long next_id;        /* next generated request id */
+    conn_set clients;                  /* connections counted against max_clients */
 };
 
 /* The one server; replies reach its handlers through it. Loop thread only. */
@@ -252,6 +323,25 @@ static bool usable_request_id(const char *id)
     return n > 0;
 }
 
+static void on_client_closed(struct evhttp_connection *evcon, void *arg)
+{
+    http_server *s = arg;
+    conn_remove(&s->clients, evcon);
+}
+
+/* Count the request's connection; false when it is a new one beyond max_clients. */
+static bool admit_client(http_server *s, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    size_t at;
+    if (!evcon || conn_find(&s->clients, evcon, &at))
+        return true;
+    if (s->clients.len >= (size_t)s->settings->max_clients || !conn_add(&s->clients, evcon))
+        return false;
+    evhttp_connection_set_closecb(evcon, on_client_closed, s);
+    return true;
+}
+
 static void route(struct evhttp_request *req, void *arg)
 {
     http_server *s = arg;
@@ -266,6 +356,14 @@ static void route(struct evhttp_request *req, void *arg)
         id = made;
     }
     evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id", id);
+
+    if (!admit_client(s, req)) {
+        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+        evhttp_add_header(h, "Connection", "close");
+        evhttp_add_header(h, "Retry-After", "1");
+        http_reply_error(req, 503, "overloaded", "too many client connections; retry later");
+        return;
+    }
 
     if (!path)
         http_reply_error(req, 400, "bad_request", "malformed request target");
@@ -316,15 +414,17 @@ http_server *http_server_start(struct event_base *base, const cfg_settings *sett
     s->limits = (http_req_limits){.max_queries = settings->max_queries,
                                   .max_params = settings->max_params,
                                   .max_rows = settings->max_rows,
+                                  .default_timeout_ms = settings->batch_timeout_ms,
+                                  .max_timeout_ms = settings->max_batch_timeout_ms,
                                   .max_depth = HTTP_DEFAULT_MAX_DEPTH};
-    /* Let every method through so fanout answers 405 itself instead of libevent's 501. */
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
-                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    /* Let every method through, the ones libevent does not know too (its internal
+     * EVHTTP_REQ_UNKNOWN_ bit), so fanout answers 404/405 itself instead of libevent's 501. */
+    evhttp_set_allowed_methods(s->http, 0xffff);
     evhttp_set_max_body_size(s->http, settings->max_body_bytes);
     evhttp_set_max_headers_size(s->http, MAX_HEADERS_BYTES);
-    evhttp_set_timeout(s->http, CLIENT_TIMEOUT_S);
+    struct timeval client_timeout = {settings->client_timeout_ms / 1000,
+                                     (settings->client_timeout_ms % 1000) * 1000};
+    evhttp_set_timeout_tv(s->http, &client_timeout);
     evhttp_set_gencb(s->http, route, s);
     s->bound = evhttp_bind_socket_with_handle(s->http, settings->listen_host,
                                               (ev_uint16_t)settings->listen_port);
@@ -364,6 +464,7 @@ void http_server_free(http_server *s)
     if (the_server == s)
         the_server = NULL;
     if (s->http)
-        evhttp_free(s->http);
+        evhttp_free(s->http); /* runs the close callbacks: the set empties */
+    free(s->clients.slot);
     free(s);
 }

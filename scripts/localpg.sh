@@ -6,6 +6,8 @@
 #   localpg.sh stop-run     stop it
 #   localpg.sh start-temp   a throwaway cluster under a new temp dir; prints DIR then the conninfo
 #   localpg.sh stop-temp DIR
+#   localpg.sh server-stop DIR | server-start DIR   stop/start a temp cluster's server, keeping it
+#                                                   (fault tests take the database away)
 #
 # PostgreSQL refuses to run as root: as root, every server command runs as the `postgres` user,
 # so the cluster lives where that user can reach it. start-* print the conninfo of the `fanout`
@@ -112,8 +114,16 @@ stop-temp)
     as_pg "$PGBIN/pg_ctl" -D "$dir/data" -w -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
+server-stop)
+    dir=${2:?server-stop needs the directory}
+    as_pg "$PGBIN/pg_ctl" -D "$dir/data" -w -m fast stop >/dev/null
+    ;;
+server-start)
+    dir=${2:?server-start needs the directory}
+    start "$dir"
+    ;;
 *)
-    echo "usage: localpg.sh start-run | stop-run | start-temp | stop-temp DIR" >&2
+    echo "usage: localpg.sh start-run | stop-run | start-temp | stop-temp DIR | server-stop DIR | server-start DIR" >&2
     exit 2
     ;;
 esac

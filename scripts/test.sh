@@ -32,9 +32,10 @@ pgdir=$(echo "$pg" | head -n 1)
 trap 'scripts/localpg.sh stop-temp "$pgdir"' EXIT INT TERM
 FANOUT_TEST_DATABASE=$(echo "$pg" | tail -n 1)
 FANOUT_TEST_ADMIN="host=$pgdir/run dbname=fanout_test user=postgres"
+FANOUT_TEST_PGDIR=$pgdir
 FANOUT_BIN="$build/fanout"
 FANOUT_WRAPPER="$*"
-export FANOUT_TEST_DATABASE FANOUT_TEST_ADMIN FANOUT_BIN FANOUT_WRAPPER
+export FANOUT_TEST_DATABASE FANOUT_TEST_ADMIN FANOUT_TEST_PGDIR FANOUT_BIN FANOUT_WRAPPER
 run integration "$build/tests/integration"
 
 # Under make valgrind: one summary over every fanout process the suite started.

@@ -18,6 +18,7 @@ static const char *const isolation_sql[] = {
 
 /* What a job needs while it runs, bundled so helpers take one argument. */
 typedef struct run_ctx {
+    svc_job *job;
     svc_batch *b;
     const http_batch_req *d;
     db_conn *conn;
@@ -33,6 +34,9 @@ static uint64_t now_ns(void)
 
 static void count(run_ctx *r, svc_query_outcome outcome)
 {
+    /* An abandoned job's queries were counted (timeout, canceled) by the loop thread. */
+    if (atomic_load_explicit(&r->job->state, memory_order_relaxed) == SVC_JOB_ABANDONED)
+        return;
     svc_stat_inc(&r->stats->queries[outcome]);
     if (outcome != SVC_Q_OK)
         atomic_fetch_add_explicit(&r->b->failures, 1, memory_order_relaxed);
@@ -166,7 +170,7 @@ out:
 
 bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
 {
-    run_ctx r = {.b = job->batch, .d = job->batch->desc, .conn = conn, .stats = stats};
+    run_ctx r = {.job = job, .b = job->batch, .d = job->batch->desc, .conn = conn, .stats = stats};
     db_status st = r.d->mode == HTTP_MODE_TRANSACTION ? run_transaction(&r)
                                                       : run_parallel(&r, job->index);
     return st != DB_CONN_LOST && db_conn_ok(conn);
@@ -174,7 +178,7 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
 
 void svc_job_fail(svc_job *job, const char *message, svc_worker_stats *stats)
 {
-    run_ctx r = {.b = job->batch, .d = job->batch->desc, .stats = stats};
+    run_ctx r = {.job = job, .b = job->batch, .d = job->batch->desc, .stats = stats};
     int first = job->index, last = job->index + 1;
 
     if (r.d->mode == HTTP_MODE_TRANSACTION) {

@@ -30,6 +30,7 @@
 #include "db/conn.h"
 #include "http/server.h"
 #include "service/batch.h"
+#include "service/flight.h"
 #include "service/healthcheck.h"
 #include "service/log.h"
 #include "service/metrics.h"
@@ -38,18 +39,18 @@
 extern char **environ;
 
 /* After the last in-flight reply during shutdown, how long to wait for it to be written before
- * stopping anyway (a client that left never lets the write complete). */
+ * stopping anyway (a write to a stalled client may never complete). */
 #define SHUTDOWN_FLUSH_GRACE_MS 1000
 
 typedef struct app {
     cfg_settings settings;      /* immutable after start-up */
     struct event_base *base;    /* the loop; main thread */
     svc_metrics *metrics;       /* counters; see metrics.h for who writes what */
+    svc_flight *flight;         /* batches in flight (loop thread) */
     svc_pool *pool;             /* workers */
     http_server *server;        /* HTTP front end */
     struct event *grace;        /* shutdown: stop even if a reply never finishes writing */
-    int running;                /* batches accepted and not yet replied (loop thread) */
-    int unsent;                 /* replies queued and not yet written (loop thread) */
+    struct event *shutdown;     /* shutdown: in-flight batches have run out of time */
     int signals;                /* termination signals received (loop thread) */
 } app;
 
@@ -58,80 +59,48 @@ static void on_grace_expired(evutil_socket_t fd, short what, void *arg)
     app *a = arg;
     (void)fd;
     (void)what;
-    svc_log_warn("shutdown: %d replies still unsent after the grace period", a->unsent);
+    svc_log_warn("shutdown: %d replies still unsent after the grace period",
+                 svc_flight_unsent(a->flight));
     event_base_loopbreak(a->base);
+}
+
+static struct timeval ms_to_tv(int ms)
+{
+    return (struct timeval){ms / 1000, (ms % 1000) * 1000};
 }
 
 /*
  * During shutdown, stop the loop once every accepted batch has been replied to and the replies
- * written; a reply to a client that left is never written, so after the last batch finishes
- * wait at most the grace period for the writes.
+ * written; a write to a stalled client may never complete, so after the last reply wait at most
+ * the grace period for the writes.
  */
-static void maybe_finish_shutdown(app *a)
+static void maybe_finish_shutdown(void *arg)
 {
-    if (a->signals == 0 || a->running > 0)
+    app *a = arg;
+    if (a->signals == 0 || svc_flight_running(a->flight) > 0)
         return;
-    if (a->unsent == 0) {
+    if (svc_flight_unsent(a->flight) == 0) {
         event_base_loopbreak(a->base);
     } else if (!event_pending(a->grace, EV_TIMEOUT, NULL)) {
-        struct timeval tv = {SHUTDOWN_FLUSH_GRACE_MS / 1000,
-                             (SHUTDOWN_FLUSH_GRACE_MS % 1000) * 1000};
+        struct timeval tv = ms_to_tv(SHUTDOWN_FLUSH_GRACE_MS);
         evtimer_add(a->grace, &tv);
     }
 }
 
-/* libevent: a batch's reply has been written to the client. */
-static void on_reply_written(struct evhttp_request *req, void *arg)
+static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 {
     app *a = arg;
-    (void)req;
-    a->unsent--;
-    maybe_finish_shutdown(a);
-}
-
-static void on_batch_done(svc_batch *b, void *arg)
-{
-    app *a = arg;
-    bool transaction = b->desc->mode == HTTP_MODE_TRANSACTION;
-    svc_batch_outcome outcome = atomic_load(&b->failures) ? SVC_B_ERROR : SVC_B_OK;
-    uint64_t ns = svc_batch_reply(b);
-    svc_metrics_batch(a->metrics, transaction, outcome, ns);
-    svc_batch_free(b);
-    a->running--;
-    a->unsent++;
-    maybe_finish_shutdown(a);
-}
-
-static void reply_unavailable(struct evhttp_request *req, const char *code, const char *message)
-{
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-    http_reply_error(req, 503, code, message);
+    (void)fd;
+    (void)what;
+    svc_log_warn("shutdown: cancelling %d batches still running after shutdown_timeout_ms",
+                 svc_flight_running(a->flight));
+    svc_flight_expire_all(a->flight, "shutdown", "fanout shut down before this query finished");
 }
 
 static void on_batch(struct evhttp_request *req, http_batch_req *desc, void *arg)
 {
     app *a = arg;
-    bool transaction = desc->mode == HTTP_MODE_TRANSACTION;
-    svc_batch *b = svc_batch_new(req, desc);
-    if (!b) {
-        http_reply_error(req, 500, "internal_error", "out of memory");
-        return;
-    }
-    switch (svc_pool_submit(a->pool, b)) {
-    case SVC_SUBMITTED:
-        a->running++;
-        evhttp_request_set_on_complete_cb(req, on_reply_written, a);
-        return;
-    case SVC_OVERLOADED:
-        svc_metrics_batch(a->metrics, transaction, SVC_B_OVERLOADED, 0);
-        reply_unavailable(req, "overloaded", "the job queue is full; retry later");
-        break;
-    case SVC_DB_UNAVAILABLE:
-        svc_metrics_batch(a->metrics, transaction, SVC_B_DB_UNAVAILABLE, 0);
-        reply_unavailable(req, "db_unavailable", "no database connection is available");
-        break;
-    }
-    svc_batch_free(b);
+    svc_flight_submit(a->flight, req, desc);
 }
 
 static bool on_ready(void *arg, char *reason, size_t reasonlen)
@@ -176,8 +145,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         svc_log_warn("second signal %d: exiting at once", (int)sig);
         _exit(1);
     }
-    svc_log_info("signal %d: shutting down after %d in-flight batches", (int)sig, a->running);
+    svc_log_info("signal %d: shutting down after %d in-flight batches", (int)sig,
+                 svc_flight_running(a->flight));
     http_server_stop_accepting(a->server);
+    struct timeval tv = ms_to_tv(a->settings.shutdown_timeout_ms);
+    evtimer_add(a->shutdown, &tv);
     maybe_finish_shutdown(a);
 }
 
@@ -242,15 +214,19 @@ int main(int argc, char **argv)
         svc_log_warn("no database configured: using libpq defaults (PGHOST, PGDATABASE, ...)");
     a.metrics = svc_metrics_new(a.settings.workers, FANOUT_VERSION);
     a.grace = evtimer_new(a.base, on_grace_expired, &a);
-    if (!a.metrics || !a.grace) {
+    a.shutdown = evtimer_new(a.base, on_shutdown_timeout, &a);
+    a.flight = svc_flight_new(a.base, a.metrics, maybe_finish_shutdown, &a);
+    if (!a.metrics || !a.grace || !a.shutdown || !a.flight) {
         svc_log_error("out of memory");
         goto out;
     }
-    a.pool = svc_pool_start(a.base, &a.settings, a.metrics, on_batch_done, &a, err, sizeof(err));
+    a.pool = svc_pool_start(a.base, &a.settings, a.metrics, svc_flight_done, a.flight, err,
+                            sizeof(err));
     if (!a.pool) {
         svc_log_error("%s", err);
         goto out;
     }
+    svc_flight_set_pool(a.flight, a.pool);
     http_handlers handlers = {.batch = on_batch,
                               .ready = on_ready,
                               .metrics = on_metrics,
@@ -274,7 +250,12 @@ int main(int argc, char **argv)
     svc_log_info("stopped");
 out:
     /* Workers first (they may still hand batches back), then evhttp, then the loop. */
-    svc_pool_stop(a.pool);
+    if (!svc_pool_stop(a.pool)) {
+        /* A worker is stuck on a frozen server; every reply has been sent: leave. */
+        svc_log_warn("exiting with a worker still blocked on the database");
+        _exit(rc);
+    }
+    svc_flight_free(a.flight);
     http_server_free(a.server);
     if (sigterm)
         event_free(sigterm);
@@ -282,6 +263,8 @@ out:
         event_free(sigint);
     if (a.grace)
         event_free(a.grace);
+    if (a.shutdown)
+        event_free(a.shutdown);
     if (a.base)
         event_base_free(a.base);
     svc_metrics_free(a.metrics);

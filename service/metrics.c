@@ -13,8 +13,8 @@ static const double bucket_le[SVC_HIST_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005,
                                                    5,      10};
 static const char *const query_outcome_names[SVC_Q_OUTCOMES] = {
     "ok", "sql_error", "timeout", "canceled", "db_unavailable", "result_too_large", "not_run"};
-static const char *const batch_outcome_names[SVC_B_OUTCOMES] = {"ok", "error", "overloaded",
-                                                                "db_unavailable"};
+static const char *const batch_outcome_names[SVC_B_OUTCOMES] = {
+    "ok", "error", "overloaded", "db_unavailable", "timeout", "canceled"};
 
 /* Routes and codes counted by fanout_http_requests_total; anything else is "other". */
 static const char *const routes[] = {"/v1/batch", "/healthz", "/readyz", "/metrics", "other"};
@@ -25,6 +25,7 @@ static const int codes[] = {200, 400, 404, 405, 413, 415, 500, 503};
 struct svc_metrics {
     uint64_t http[NROUTES][NCODES + 1]; /* requests by route and code; [NCODES]: other codes */
     uint64_t batches[2][SVC_B_OUTCOMES]; /* by mode (0 parallel, 1 transaction) and outcome */
+    uint64_t queries[SVC_Q_OUTCOMES];   /* queries the loop thread gave up on, by outcome */
     svc_hist batch_duration;            /* request accepted to reply assembled */
     int nworkers;                       /* entries in workers */
     svc_worker_stats *workers;          /* one per worker, 64-byte aligned */
@@ -93,8 +94,13 @@ void svc_metrics_http(svc_metrics *m, const char *path, int status)
 void svc_metrics_batch(svc_metrics *m, bool transaction, svc_batch_outcome outcome, uint64_t ns)
 {
     m->batches[transaction][outcome]++;
-    if (outcome == SVC_B_OK || outcome == SVC_B_ERROR)
+    if (outcome != SVC_B_OVERLOADED && outcome != SVC_B_DB_UNAVAILABLE)
         svc_hist_observe(&m->batch_duration, ns);
+}
+
+void svc_metrics_queries(svc_metrics *m, svc_query_outcome outcome, uint64_t n)
+{
+    m->queries[outcome] += n;
 }
 
 static uint64_t load(const _Atomic uint64_t *v)
@@ -134,6 +140,8 @@ void svc_metrics_render(svc_metrics *m, db_buf *out, uint64_t queue_depth)
 {
     static const char *const modes[2] = {"parallel", "transaction"};
     uint64_t queries[SVC_Q_OUTCOMES] = {0}, reconnects = 0;
+    for (int i = 0; i < SVC_Q_OUTCOMES; i++)
+        queries[i] = m->queries[i];
     int busy = 0, connected = 0;
 
     for (int w = 0; w < m->nworkers; w++) {

@@ -42,6 +42,8 @@ typedef enum svc_batch_outcome {
     SVC_B_ERROR,           /* replied 200 with at least one failed query */
     SVC_B_OVERLOADED,      /* refused 503: the queue was full */
     SVC_B_DB_UNAVAILABLE,  /* refused 503: no live connection */
+    SVC_B_TIMEOUT,         /* replied at its deadline (or at shutdown) with queries unfinished */
+    SVC_B_CANCELED,        /* the client left before it finished */
     SVC_B_OUTCOMES
 } svc_batch_outcome;
 
@@ -68,6 +70,8 @@ void svc_hist_observe(svc_hist *h, uint64_t ns);
 /* Loop thread. */
 void svc_metrics_http(svc_metrics *m, const char *path, int status);
 void svc_metrics_batch(svc_metrics *m, bool transaction, svc_batch_outcome outcome, uint64_t ns);
+/* Queries the loop thread gave up on (timeout, canceled): n more with that outcome. */
+void svc_metrics_queries(svc_metrics *m, svc_query_outcome outcome, uint64_t n);
 
 /* Loop thread: append the whole exposition; queue_depth is sampled by the caller. */
 void svc_metrics_render(svc_metrics *m, db_buf *out, uint64_t queue_depth);

@@ -1,8 +1,15 @@
 /*
  * svc_pool: worker threads, each owning one PostgreSQL connection; see pool.h for the thread
- * rules. Locking: `done_lock` guards `done_head` only; `stop_lock` + `stop_cond` let a worker
- * sleep through a reconnect backoff yet wake at once for shutdown. No lock is held across a
- * database call.
+ * rules.
+ *
+ * Locking (no lock is ever held across a database call, except cancel_lock by a canceller):
+ *   - done_lock guards done_head (the completion list).
+ *   - stop_lock + stop_cond let a worker sleep through a reconnect backoff yet wake at once for
+ *     shutdown.
+ *   - each worker's cancel_lock guards its `cancel` handle and `running_seq`. A canceller holds
+ *     it while PQcancel runs, so the worker cannot move on to its next job (or swap connections)
+ *     mid-cancel: a late cancel can never hit the wrong query. The worker takes it only between
+ *     jobs, briefly.
  */
 #include "service/pool.h"
 
@@ -16,24 +23,36 @@
 #include <event2/event.h>
 
 #include "db/conn.h"
+#include "service/cancel.h"
 #include "service/log.h"
 #include "service/queue.h"
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
+/* An idle worker checks its connection at least this often, so /readyz follows the database. */
+#define IDLE_CHECK_MS 500
+/* Canceller threads and their queue: few, bounded. */
+#define CANCEL_THREADS 4
+#define CANCEL_QUEUE 1024
+/* At shutdown, how long to wait for workers stuck on a frozen server before giving up. */
+#define JOIN_WAIT_MS 3000
 
 typedef struct worker {
-    svc_pool *pool;     /* the pool it belongs to */
+    svc_pool *pool;          /* the pool it belongs to */
     svc_worker_stats *stats; /* its own numbers (only it writes them) */
-    pthread_t thread;   /* its thread */
-    int id;             /* 0-based, for log lines */
-    bool started;       /* thread was created (so stop joins it) */
+    pthread_t thread;        /* its thread */
+    int id;                  /* 0-based, for log lines */
+    bool started;            /* thread was created (so stop joins it) */
+    pthread_mutex_t cancel_lock; /* guards cancel and running_seq (see the top) */
+    PGcancel *cancel;        /* for the current connection; NULL while disconnected */
+    uint64_t running_seq;    /* run number of the job it is running; 0 between jobs */
+    uint64_t next_seq;       /* run numbers handed out (worker thread only) */
+    atomic_bool exited;      /* its thread has returned */
 } worker;
 
 struct svc_pool {
     const cfg_settings *settings; /* not owned; outlives the pool */
     svc_metrics *metrics;         /* not owned; outlives the pool */
     svc_queue *queue;             /* jobs waiting for a worker */
+    svc_cancel *cancels;          /* canceller threads */
     worker *workers;              /* settings->workers entries */
     atomic_int connected;         /* workers with a live connection */
     atomic_bool stopping;         /* set once by svc_pool_stop */
@@ -46,9 +65,11 @@ struct svc_pool {
     void *done_arg;
 };
 
-/* Worker: a batch's last job finished; hand the batch to the loop thread. */
-static void hand_back(svc_pool *p, svc_batch *b)
+/* A batch's job is released: the last one hands the batch to the loop thread. */
+static void release(svc_pool *p, svc_batch *b)
 {
+    if (atomic_fetch_sub_explicit(&b->remaining, 1, memory_order_acq_rel) != 1)
+        return;
     pthread_mutex_lock(&p->done_lock);
     bool was_empty = p->done_head == NULL;
     b->next = p->done_head;
@@ -75,17 +96,23 @@ static void on_done_event(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static struct timespec after_ms(int ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 /* Sleep ms unless the pool is stopping; returns false when it is. */
 static bool sleep_unless_stopping(svc_pool *p, int ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = after_ms(ms);
     pthread_mutex_lock(&p->stop_lock);
     while (!atomic_load(&p->stopping))
         if (pthread_cond_timedwait(&p->stop_cond, &p->stop_lock, &until) == ETIMEDOUT)
@@ -100,19 +127,36 @@ static void log_notice(const char *message)
     svc_log_debug("database notice: %.*s", (int)strcspn(message, "\n"), message);
 }
 
+/* A refused login will not fix itself by retrying fast: say so loudly, retry at the cap. */
+static bool is_login_refused(const char *err)
+{
+    return strstr(err, "authentication failed") || strstr(err, "no pg_hba.conf entry") ||
+           (strstr(err, "role \"") && strstr(err, "does not exist")) ||
+           (strstr(err, "database \"") && strstr(err, "does not exist"));
+}
+
+static db_conn *connect_once(worker *w, char *err, size_t errlen)
+{
+    const cfg_settings *s = w->pool->settings;
+    db_conn_params params = {.conninfo = s->database ? s->database : "",
+                             .timezone = s->timezone,
+                             .statement_timeout_ms = s->statement_timeout_ms,
+                             .lock_timeout_ms = s->lock_timeout_ms,
+                             .idle_in_transaction_timeout_ms = s->idle_in_transaction_timeout_ms,
+                             .notice = log_notice};
+    return db_conn_open(&params, err, errlen);
+}
+
 /* Connect, retrying with capped exponential backoff until it works or the pool stops. */
 static db_conn *connect_with_backoff(worker *w)
 {
     svc_pool *p = w->pool;
-    db_conn_params params = {.conninfo = p->settings->database ? p->settings->database : "",
-                             .timezone = p->settings->timezone,
-                             .statement_timeout_ms = p->settings->statement_timeout_ms,
-                             .notice = log_notice};
-    int backoff = BACKOFF_MIN_MS, failures = 0;
+    int backoff = p->settings->reconnect_backoff_ms, failures = 0;
+    int cap = p->settings->reconnect_backoff_max_ms;
     char err[512];
 
     while (!atomic_load(&p->stopping)) {
-        db_conn *c = db_conn_open(&params, err, sizeof(err));
+        db_conn *c = connect_once(w, err, sizeof(err));
         if (c) {
             if (failures)
                 svc_log_info("worker %d: connected after %d failed attempts", w->id, failures);
@@ -120,14 +164,47 @@ static db_conn *connect_with_backoff(worker *w)
                 svc_log_debug("worker %d: connected", w->id);
             return c;
         }
+        bool refused = is_login_refused(err);
         /* The first failure is news; the repeats of a long outage are noise. */
-        svc_log(failures++ ? CFG_LOG_DEBUG : CFG_LOG_WARN,
-                "worker %d: cannot connect to the database: %s (retrying)", w->id, err);
-        if (!sleep_unless_stopping(p, backoff))
+        svc_log(refused ? CFG_LOG_ERROR : failures ? CFG_LOG_DEBUG : CFG_LOG_WARN,
+                "worker %d: cannot connect to the database: %s (%s)", w->id, err,
+                refused ? "the server refused the login: check the database setting" : "retrying");
+        failures++;
+        if (refused)
+            backoff = cap;
+        if (!sleep_unless_stopping(p, backoff < cap ? backoff : cap))
             break;
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        backoff = backoff > cap / 2 ? cap : backoff * 2;
     }
     return NULL;
+}
+
+/* Install or drop the connection the cancellers may cancel on (under cancel_lock). */
+static void set_connection(worker *w, db_conn *conn)
+{
+    PGcancel *fresh = conn ? PQgetCancel(db_conn_pg(conn)) : NULL;
+    pthread_mutex_lock(&w->cancel_lock);
+    PGcancel *old = w->cancel;
+    w->cancel = fresh;
+    pthread_mutex_unlock(&w->cancel_lock);
+    if (old)
+        PQfreeCancel(old);
+    atomic_store_explicit(&w->stats->connected, conn != NULL, memory_order_relaxed);
+}
+
+static void drop_connection(worker *w, db_conn **conn)
+{
+    set_connection(w, NULL);
+    atomic_fetch_sub(&w->pool->connected, 1);
+    db_conn_close(*conn);
+    *conn = NULL;
+}
+
+static void set_running(worker *w, uint64_t seq)
+{
+    pthread_mutex_lock(&w->cancel_lock);
+    w->running_seq = seq;
+    pthread_mutex_unlock(&w->cancel_lock);
 }
 
 static uint64_t ns_since(const struct timespec *t0)
@@ -138,12 +215,40 @@ static uint64_t ns_since(const struct timespec *t0)
     return ns > 0 ? (uint64_t)ns : 0;
 }
 
+/* Run one claimed job. A connection found dead before the query was sent is replaced once
+ * and the job retried on it; once sent, a query is never retried (it may have written). */
+static void run_job(worker *w, svc_job *job, db_conn **conn)
+{
+    char err[512];
+
+    if (!db_conn_alive(*conn)) {
+        svc_log_warn("worker %d: database connection found dead before use; reconnecting",
+                     w->id);
+        drop_connection(w, conn);
+        *conn = connect_once(w, err, sizeof(err));
+        if (!*conn) {
+            svc_log_warn("worker %d: cannot reconnect: %s", w->id, err);
+            svc_job_fail(job, "the database connection was lost and could not be re-established",
+                         w->stats);
+            return;
+        }
+        svc_stat_inc(&w->stats->reconnects);
+        atomic_fetch_add(&w->pool->connected, 1);
+        set_connection(w, *conn);
+    }
+    if (!svc_job_run(job, *conn, w->stats)) {
+        const char *m = PQerrorMessage(db_conn_pg(*conn));
+        svc_log_warn("worker %d: database connection lost: %.*s", w->id, (int)strcspn(m, "\n"),
+                     m);
+        drop_connection(w, conn);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     svc_pool *p = w->pool;
     db_conn *conn = NULL;
-
     bool lost_before = false; /* the next connect is a reconnect */
 
     for (;;) {
@@ -153,35 +258,36 @@ static void *worker_main(void *arg)
                 break; /* stopping */
             if (lost_before)
                 svc_stat_inc(&w->stats->reconnects);
-            atomic_fetch_add(&p->connected, 1);
-            atomic_store_explicit(&w->stats->connected, true, memory_order_relaxed);
-        }
-        svc_job *job = svc_queue_pop(p->queue);
-        if (!job)
-            break; /* closed and drained */
-        svc_hist_observe(&w->stats->queue_wait, ns_since(&job->queued));
-        atomic_store_explicit(&w->stats->busy, true, memory_order_relaxed);
-        if (!svc_job_run(job, conn, w->stats)) {
-            const char *m = PQerrorMessage(db_conn_pg(conn));
-            svc_log_warn("worker %d: database connection lost: %.*s", w->id,
-                         (int)strcspn(m, "\n"), m);
-            atomic_fetch_sub(&p->connected, 1);
-            atomic_store_explicit(&w->stats->connected, false, memory_order_relaxed);
-            db_conn_close(conn);
-            conn = NULL;
             lost_before = true;
+            atomic_fetch_add(&p->connected, 1);
+            set_connection(w, conn);
         }
-        atomic_store_explicit(&w->stats->busy, false, memory_order_relaxed);
-        svc_batch *b = job->batch;
-        /* release: our slot writes happen before the loop thread reads them */
-        if (atomic_fetch_sub_explicit(&b->remaining, 1, memory_order_acq_rel) == 1)
-            hand_back(p, b);
+        bool closed = false;
+        svc_job *job = svc_queue_pop_timed(p->queue, IDLE_CHECK_MS, &closed);
+        if (!job) {
+            if (closed)
+                break;
+            if (!db_conn_alive(conn)) {
+                svc_log_warn("worker %d: idle database connection lost", w->id);
+                drop_connection(w, &conn);
+            }
+            continue;
+        }
+        svc_hist_observe(&w->stats->queue_wait, ns_since(&job->queued));
+        uint64_t seq = ++w->next_seq;
+        set_running(w, seq);
+        if (svc_job_claim(job, w->id, seq)) {
+            atomic_store_explicit(&w->stats->busy, true, memory_order_relaxed);
+            run_job(w, job, &conn);
+            svc_job_finish(job); /* false: abandoned meanwhile, its slots are ignored */
+            atomic_store_explicit(&w->stats->busy, false, memory_order_relaxed);
+        }
+        set_running(w, 0);
+        release(p, job->batch);
     }
-    if (conn) {
-        atomic_fetch_sub(&p->connected, 1);
-        atomic_store_explicit(&w->stats->connected, false, memory_order_relaxed);
-        db_conn_close(conn);
-    }
+    if (conn)
+        drop_connection(w, &conn);
+    atomic_store(&w->exited, true);
     return NULL;
 }
 
@@ -204,13 +310,16 @@ svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings,
     p->queue = svc_queue_new((size_t)settings->queue_size);
     p->workers = calloc((size_t)settings->workers, sizeof(*p->workers));
     p->done_ev = event_new(base, -1, 0, on_done_event, p);
-    if (!p->queue || !p->workers || !p->done_ev)
+    p->cancels = svc_cancel_start(CANCEL_THREADS, CANCEL_QUEUE);
+    if (!p->queue || !p->workers || !p->done_ev || !p->cancels)
         goto oom;
     for (int i = 0; i < settings->workers; i++) {
         worker *w = &p->workers[i];
         w->pool = p;
         w->id = i;
         w->stats = svc_metrics_worker(metrics, i);
+        pthread_mutex_init(&w->cancel_lock, NULL);
+        atomic_init(&w->exited, false);
         int rc = pthread_create(&w->thread, NULL, worker_main, w);
         if (rc) {
             snprintf(err, errlen, "cannot start worker thread %d: %s", i, strerror(rc));
@@ -237,6 +346,37 @@ svc_submit_status svc_pool_submit(svc_pool *p, svc_batch *b)
     return SVC_SUBMITTED;
 }
 
+/* A cancel request in flight to a canceller thread. */
+typedef struct cancel_req {
+    worker *w;    /* the worker that was running the job */
+    uint64_t seq; /* the run number of that job on it */
+} cancel_req;
+
+static void run_cancel(void *arg)
+{
+    cancel_req *r = arg;
+    char errbuf[256];
+    pthread_mutex_lock(&r->w->cancel_lock);
+    /* Only if the worker is still on that very job: never cancel its next one. */
+    if (r->w->running_seq == r->seq && r->w->cancel &&
+        !PQcancel(r->w->cancel, errbuf, sizeof(errbuf)))
+        svc_log_warn("worker %d: cancel request failed: %s", r->w->id, errbuf);
+    pthread_mutex_unlock(&r->w->cancel_lock);
+    free(r);
+}
+
+void svc_pool_cancel(svc_pool *p, const svc_job *job)
+{
+    cancel_req *r = malloc(sizeof(*r));
+    if (!r)
+        return;
+    *r = (cancel_req){.w = &p->workers[job->worker], .seq = job->run_seq};
+    if (!svc_cancel_post(p->cancels, run_cancel, r)) {
+        svc_log_warn("cancel queue full: a query runs on until statement_timeout");
+        free(r);
+    }
+}
+
 int svc_pool_connected(svc_pool *p)
 {
     return atomic_load(&p->connected);
@@ -247,34 +387,64 @@ size_t svc_pool_queue_depth(svc_pool *p)
     return svc_queue_depth(p->queue);
 }
 
-void svc_pool_stop(svc_pool *p)
+/* Join a worker, but not forever: one stuck on a frozen server is left to the process exit. */
+static bool join_bounded(worker *w, struct timespec *until)
 {
+    while (!atomic_load(&w->exited)) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (now.tv_sec > until->tv_sec ||
+            (now.tv_sec == until->tv_sec && now.tv_nsec >= until->tv_nsec))
+            return false;
+        struct timespec tick = {0, 10 * 1000000L};
+        nanosleep(&tick, NULL);
+    }
+    pthread_join(w->thread, NULL);
+    return true;
+}
+
+bool svc_pool_stop(svc_pool *p)
+{
+    bool clean = true;
     if (!p)
-        return;
+        return true;
     pthread_mutex_lock(&p->stop_lock);
     atomic_store(&p->stopping, true);
     pthread_mutex_unlock(&p->stop_lock);
     pthread_cond_broadcast(&p->stop_cond);
     if (p->queue)
         svc_queue_close(p->queue);
+    struct timespec until = after_ms(JOIN_WAIT_MS);
     for (int i = 0; p->workers && i < p->settings->workers; i++)
-        if (p->workers[i].started)
-            pthread_join(p->workers[i].thread, NULL);
+        if (p->workers[i].started && !join_bounded(&p->workers[i], &until)) {
+            svc_log_error("worker %d is stuck on the database; exiting without it", i);
+            clean = false;
+        }
+    if (!svc_cancel_stop(p->cancels, free, clean ? JOIN_WAIT_MS : 0))
+        clean = false;
+    if (!clean)
+        return false; /* threads still use the pool: leave it to the process exit */
     /* Jobs no worker took (every connection was down): fail them so their batches complete. */
     for (svc_job *job; p->queue && (job = svc_queue_pop(p->queue)) != NULL;) {
-        svc_job_fail(job, "fanout is shutting down", svc_metrics_worker(p->metrics, 0));
-        if (atomic_fetch_sub(&job->batch->remaining, 1) == 1)
-            hand_back(p, job->batch);
+        if (svc_job_claim(job, 0, 0)) {
+            svc_job_fail(job, "fanout is shutting down", svc_metrics_worker(p->metrics, 0));
+            svc_job_finish(job);
+        }
+        release(p, job->batch);
     }
     /* Batches finished after the loop stopped: run their callbacks so each request completes. */
-    if (p->done_ev)
+    if (p->done_ev) {
         on_done_event(-1, 0, p);
-    if (p->done_ev)
         event_free(p->done_ev);
+    }
     svc_queue_free(p->queue);
+    for (int i = 0; p->workers && i < p->settings->workers; i++)
+        if (p->workers[i].started)
+            pthread_mutex_destroy(&p->workers[i].cancel_lock);
     free(p->workers);
     pthread_mutex_destroy(&p->stop_lock);
     pthread_cond_destroy(&p->stop_cond);
     pthread_mutex_destroy(&p->done_lock);
     free(p);
+    return true;
 }

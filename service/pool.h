@@ -51,7 +51,16 @@ int svc_pool_connected(svc_pool *p);
 /* Jobs waiting for a worker (any thread). */
 size_t svc_pool_queue_depth(svc_pool *p);
 
-/* Loop thread, after the last batch was handed back: stop and join the workers, free all. */
-void svc_pool_stop(svc_pool *p);
+/* Any thread: ask a canceller to cancel, on the server, the job's query if the worker that
+ * claimed it is still running it (job is RUNNING or was abandoned while RUNNING). */
+void svc_pool_cancel(svc_pool *p, const svc_job *job);
+
+/*
+ * Loop thread, after the loop stopped: stop and join the workers (closing their connections),
+ * fail the jobs nobody took, run the done callback for every batch still handed back, free all.
+ * Returns false when a worker or canceller stayed stuck on a frozen server for seconds: the
+ * pool is then left allocated for the process exit to reclaim.
+ */
+bool svc_pool_stop(svc_pool *p);
 
 #endif

@@ -5,8 +5,10 @@
  */
 #include "service/queue.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 struct svc_queue {
     pthread_mutex_t lock;
@@ -72,6 +74,32 @@ void *svc_queue_pop(svc_queue *q)
         q->head = (q->head + 1) % q->capacity;
         q->len--;
     }
+    pthread_mutex_unlock(&q->lock);
+    return item;
+}
+
+void *svc_queue_pop_timed(svc_queue *q, int timeout_ms, bool *closed)
+{
+    struct timespec until;
+    void *item = NULL;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&q->lock);
+    while (q->len == 0 && !q->closed)
+        if (pthread_cond_timedwait(&q->nonempty, &q->lock, &until) == ETIMEDOUT)
+            break;
+    if (q->len > 0) {
+        item = q->ring[q->head];
+        q->head = (q->head + 1) % q->capacity;
+        q->len--;
+    }
+    *closed = item == NULL && q->closed;
     pthread_mutex_unlock(&q->lock);
     return item;
 }

@@ -27,6 +27,10 @@ bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n)
 /* Block until an item is available and return it; NULL once the queue is closed and empty. */
 void *svc_queue_pop(svc_queue *q);
 
+/* Like svc_queue_pop, but give up after timeout_ms: NULL with *closed false then (workers wake
+ * at least once a second to check their idle connection). */
+void *svc_queue_pop_timed(svc_queue *q, int timeout_ms, bool *closed);
+
 /* Wake every waiting consumer; later pushes fail, pops drain what is left then return NULL. */
 void svc_queue_close(svc_queue *q);
 

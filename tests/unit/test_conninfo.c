@@ -49,7 +49,8 @@ static void test_defaults_applied(void **state)
     assert_string_equal(get(&b, "client_encoding"), "UTF8");
     assert_string_equal(get(&b, "options"),
                         "-c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex "
-                        "-c extra_float_digits=1 -c TimeZone=UTC -c statement_timeout=30000");
+                        "-c extra_float_digits=1 -c TimeZone=UTC -c statement_timeout=30000 "
+                        "-c lock_timeout=0 -c idle_in_transaction_session_timeout=0");
     db_conninfo_free(b.kw, b.val);
 }
 

@@ -230,6 +230,34 @@ static void test_max_rows(void **state)
     }
 }
 
+/* timeout_ms: the default when absent, lowered to the ceiling when above it. */
+static void test_timeout_ms(void **state)
+{
+    static const http_req_limits t = {.max_queries = 4, .max_params = 4, .max_rows = 10,
+                                      .max_depth = 8, .default_timeout_ms = 2000,
+                                      .max_timeout_ms = 5000};
+    static const struct {
+        const char *field;
+        int want;
+    } cases[] = {
+        {"", 2000},
+        {"\"timeout_ms\": 1,", 1},
+        {"\"timeout_ms\": 4999,", 4999},
+        {"\"timeout_ms\": 5001,", 5000},
+        {"\"timeout_ms\": 9223372036854775807,", 5000},
+    };
+    char body[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(body, sizeof body, "{%s \"queries\": [{\"sql\": \"select 1\"}]}",
+                 cases[i].field);
+        http_batch_req *req = parse_ok(body, &t);
+        assert_int_equal(req->timeout_ms, cases[i].want);
+        http_batch_req_free(req);
+    }
+}
+
 static void test_param_texts(void **state)
 {
     static const char *const want[] = {
@@ -445,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_all_fields),
         cmocka_unit_test(test_max_rows),
         cmocka_unit_test(test_param_texts),
+        cmocka_unit_test(test_timeout_ms),
         cmocka_unit_test(test_nested_param_json),
         cmocka_unit_test(test_ids_and_params_absent),
         cmocka_unit_test(test_format_double),

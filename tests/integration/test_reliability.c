@@ -1,0 +1,410 @@
+/*
+ * When things go wrong: batch deadlines with the query really cancelled on the server, a client
+ * that leaves mid-batch, overload, the database going away and coming back (also before fanout
+ * starts), a frozen database (SIGSTOP), and SIGTERM with a batch in flight.
+ *
+ * The database tests stop and start the suite's throwaway PostgreSQL (FANOUT_TEST_PGDIR) and
+ * always leave it running. Deadlines are asserted with wide margins; speed is for benchmarks.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/integration/groups.h"
+#include "tests/integration/harness.h"
+
+static fx_server srv = {.pid = -1};
+
+static int group_setup(void **state)
+{
+    static const char *const args[] = {"--workers", "4", NULL};
+    const fx_opts opts = {.args = args};
+    (void)state;
+    return fx_start(&srv, &opts) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    fx_kill(&srv);
+    return 0;
+}
+
+/* fanout backends (application_name fanout) currently running a statement matching like. */
+static int active_fanout_queries(const char *like)
+{
+    const char *params[1] = {like};
+    char *n = fx_sql_value(true,
+                           "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fanout' "
+                           "AND state = 'active' AND query LIKE $1",
+                           1, params);
+    int count = n ? atoi(n) : -1;
+    free(n);
+    return count;
+}
+
+/* Poll until no fanout backend runs a statement matching like; returns the seconds it took or
+ * a negative number when it did not happen within limit_s. */
+static double wait_no_active(const char *like, double limit_s)
+{
+    double t0 = fx_now();
+    while (fx_now() - t0 < limit_s) {
+        if (active_fanout_queries(like) == 0)
+            return fx_now() - t0;
+        fx_sleep_ms(20);
+    }
+    return -1;
+}
+
+static int pg_control(const char *what)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "scripts/localpg.sh %s %s", what, getenv("FANOUT_TEST_PGDIR"));
+    return system(cmd);
+}
+
+static bool http_status_is(int port, const char *path, int want)
+{
+    fx_response r;
+    if (!fx_http(port, "GET", path, NULL, NULL, 0, &r))
+        return false;
+    bool ok = r.status == want;
+    fx_response_free(&r);
+    return ok;
+}
+
+/* Seconds until GET path answers want, or -1 after limit_s. */
+static double wait_status(int port, const char *path, int want, double limit_s)
+{
+    double t0 = fx_now();
+    while (fx_now() - t0 < limit_s) {
+        if (http_status_is(port, path, want))
+            return fx_now() - t0;
+        fx_sleep_ms(20);
+    }
+    return -1;
+}
+
+/* The deadline answers for the slow query, keeps the fast one, and the backend really stops. */
+static void test_deadline_cancels_on_server(void **state)
+{
+    (void)state;
+    double t0 = fx_now();
+    json_t *doc = FX_BATCH(srv.port, "{\"timeout_ms\": 500, \"queries\": ["
+                                     "{\"id\": \"fast\", \"sql\": \"SELECT 1 AS one\"},"
+                                     "{\"id\": \"slow\", \"sql\": \"SELECT pg_sleep(20) /* deadline-probe */\"}]}");
+    double took = fx_now() - t0;
+    print_message("deadline: timeout_ms 500 answered after %.3f s\n", took);
+    FX_CHECK(took >= 0.45 && took < 0.5 + 1.0 * fx_scale(), "reply after %.3f s", took);
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 1);
+    FX_EXPECT_STR(doc, "results.1.id", "slow");
+    FX_EXPECT_STR(doc, "results.1.error.code", "timeout");
+    json_decref(doc);
+    double gone = wait_no_active("%deadline-probe%", 5.0 * fx_scale());
+    FX_CHECK(gone >= 0, "the timed-out query still runs on the server");
+    print_message("deadline: backend stopped %.3f s after the reply\n", gone);
+    /* The worker is usable again at once. */
+    doc = FX_BATCH(srv.port, "{\"queries\": [{\"sql\": \"SELECT 2 AS two\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 2);
+    json_decref(doc);
+}
+
+/* In transaction mode the whole transaction is given up and rolled back. */
+static void test_deadline_in_transaction(void **state)
+{
+    (void)state;
+    assert_true(fx_sql_ok(false, "DROP TABLE IF EXISTS rel_tx; CREATE TABLE rel_tx (a int)"));
+    json_t *doc = FX_BATCH(srv.port, "{\"mode\": \"transaction\", \"timeout_ms\": 400, \"queries\": ["
+                                     "{\"sql\": \"INSERT INTO rel_tx VALUES (1)\"},"
+                                     "{\"sql\": \"SELECT pg_sleep(20) /* tx-deadline-probe */\"}]}");
+    FX_EXPECT_BOOL(doc, "committed", false);
+    FX_EXPECT_STR(doc, "results.0.error.code", "timeout");
+    FX_EXPECT_STR(doc, "results.1.error.code", "timeout");
+    json_decref(doc);
+    FX_CHECK(wait_no_active("%tx-deadline-probe%", 5.0 * fx_scale()) >= 0, "still running");
+    /* Rolled back: give the worker a moment to finish its ROLLBACK. */
+    char *n = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(n);
+        n = fx_sql_value(false, "SELECT count(*) FROM rel_tx", 0, NULL);
+        if (n && strcmp(n, "0") == 0)
+            break;
+        fx_sleep_ms(20);
+    }
+    FX_CHECK(n && strcmp(n, "0") == 0, "rows after a timed-out transaction: %s", n ? n : "?");
+    free(n);
+}
+
+/* A client that hangs up mid-batch: its query is cancelled on the server within a second. */
+static void test_client_gone_cancels(void **state)
+{
+    (void)state;
+    static const char body[] = "{\"queries\": [{\"sql\": \"SELECT pg_sleep(20) /* gone-probe */\"}]}";
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s", sizeof(body) - 1, body);
+    fx_conn c;
+    assert_true(fx_conn_open(&c, srv.port));
+    assert_true(fx_conn_send(&c, req, (size_t)n));
+    double t0 = fx_now();
+    while (active_fanout_queries("%gone-probe%") < 1 && fx_now() - t0 < 5)
+        fx_sleep_ms(20);
+    FX_CHECK(active_fanout_queries("%gone-probe%") == 1, "the query never started");
+    fx_conn_close(&c);
+    double gone = wait_no_active("%gone-probe%", 5.0 * fx_scale());
+    print_message("client gone: backend stopped %.3f s after the client closed\n", gone);
+    FX_CHECK(gone >= 0 && gone < 1.0 * fx_scale(), "query still running %.3f s after the client left", gone);
+    json_t *doc = FX_BATCH(srv.port, "{\"queries\": [{\"sql\": \"SELECT 3 AS three\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 3);
+    json_decref(doc);
+}
+
+/* A batch that does not fit the queue is refused at once, not queued without bound. */
+static void test_overload_refused(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--queue-size", "2", "--max-queries", "2", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server small = {.pid = -1};
+    assert_true(fx_start(&small, &opts));
+    static const char body[] = "{\"queries\": [{\"sql\": \"SELECT pg_sleep(1)\"}, {\"sql\": \"SELECT pg_sleep(1)\"}]}";
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s", sizeof(body) - 1, body);
+    fx_conn busy;
+    assert_true(fx_conn_open(&busy, small.port));
+    assert_true(fx_conn_send(&busy, req, (size_t)n));
+    fx_sleep_ms(200);
+    static const char second[] = "{\"queries\": [{\"sql\": \"SELECT 1\"}, {\"sql\": \"SELECT 2\"}]}";
+    fx_response r;
+    double t0 = fx_now();
+    assert_true(fx_http(small.port, "POST", "/v1/batch", "Content-Type: application/json\r\n", second,
+                        sizeof(second) - 1, &r));
+    FX_CHECK(r.status == 503, "status %d: %s", r.status, r.body);
+    FX_CHECK(fx_now() - t0 < 0.5 * fx_scale(), "refusal took %.3f s", fx_now() - t0);
+    FX_CHECK(strstr(r.body, "\"overloaded\"") != NULL, "body %s", r.body);
+    FX_CHECK(fx_header(&r, "Retry-After") != NULL, "no Retry-After");
+    fx_response_free(&r);
+    /* The first batch still completes normally. */
+    fx_response first;
+    assert_true(fx_conn_read(&busy, false, &first));
+    FX_CHECK(first.status == 200, "the queued batch got %d", first.status);
+    fx_response_free(&first);
+    fx_conn_close(&busy);
+    assert_true(fx_stop(&small));
+}
+
+/* The database goes away: /readyz turns 503 within about a second and batches are refused with
+ * db_unavailable; it comes back: ready again within about two seconds, and batches succeed. */
+static void test_database_goes_and_returns(void **state)
+{
+    (void)state;
+    FX_CHECK(wait_status(srv.port, "/readyz", 200, 5) >= 0, "not ready to begin with");
+    assert_int_equal(pg_control("server-stop"), 0);
+    double down = wait_status(srv.port, "/readyz", 503, 10);
+    print_message("database stopped: /readyz 503 after %.3f s\n", down);
+    if (down < 0 || down > 1.5 * fx_scale()) {
+        pg_control("server-start");
+        FX_CHECK(false, "/readyz still 200 %.3f s after the database stopped", down);
+    }
+    int status = 0;
+    json_t *doc = fx_post_json(srv.port, "{\"queries\": [{\"sql\": \"SELECT 1\"}]}", &status);
+    FX_CHECK(status == 503, "batch while down: %d", status);
+    FX_EXPECT_STR(doc, "error.code", "db_unavailable");
+    json_decref(doc);
+    assert_int_equal(pg_control("server-start"), 0);
+    double up = wait_status(srv.port, "/readyz", 200, 10);
+    print_message("database started: /readyz 200 after %.3f s\n", up);
+    FX_CHECK(up >= 0 && up < 2.0 * fx_scale(), "ready %.3f s after the database returned", up);
+    doc = FX_BATCH(srv.port, "{\"queries\": [{\"sql\": \"SELECT 4 AS four\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 4);
+    json_decref(doc);
+}
+
+/* fanout starts with the database down (not ready), and becomes ready when it appears. */
+static void test_start_with_database_down(void **state)
+{
+    (void)state;
+    assert_int_equal(pg_control("server-stop"), 0);
+    const fx_opts opts = {.not_ready = true};
+    fx_server late = {.pid = -1};
+    bool started = fx_start(&late, &opts);
+    bool was_503 = started && http_status_is(late.port, "/readyz", 503);
+    assert_int_equal(pg_control("server-start"), 0);
+    FX_CHECK(started, "fanout did not start without its database");
+    FX_CHECK(was_503, "/readyz was not 503 while the database was down");
+    FX_CHECK(wait_status(late.port, "/readyz", 200, 5.0 * fx_scale()) >= 0, "never became ready");
+    json_t *doc = FX_BATCH(late.port, "{\"queries\": [{\"sql\": \"SELECT 5 AS five\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 5);
+    json_decref(doc);
+    assert_true(fx_stop(&late));
+}
+
+/* A login the server refuses is reported clearly and fanout stays up, not ready. */
+static void test_refused_login_reported(void **state)
+{
+    (void)state;
+    char db[512];
+    snprintf(db, sizeof(db), "%s user=no_such_role_here", getenv("FANOUT_TEST_DATABASE"));
+    const fx_opts opts = {.database = db, .not_ready = true};
+    fx_server bad = {.pid = -1};
+    assert_true(fx_start(&bad, &opts));
+    FX_CHECK(http_status_is(bad.port, "/readyz", 503), "ready with a refused login?");
+    fx_sleep_ms(300);
+    FILE *f = fopen(bad.log, "r");
+    char line[2048];
+    bool reported = false;
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f))
+        reported |= strstr(line, "refused the login") != NULL && strstr(line, "no_such_role_here") != NULL;
+    fclose(f);
+    FX_CHECK(reported, "no clear log line about the refused login in %s", bad.log);
+    assert_true(fx_stop(&bad));
+}
+
+/* The postmaster and every backend of the test cluster (for SIGSTOP / SIGCONT). */
+static int cluster_pids(pid_t *pids, int max)
+{
+    char path[512], line[64];
+    snprintf(path, sizeof(path), "%s/data/postmaster.pid", getenv("FANOUT_TEST_PGDIR"));
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(line, sizeof(line), f)) {
+        if (f)
+            fclose(f);
+        return 0;
+    }
+    fclose(f);
+    pid_t pm = (pid_t)atoi(line);
+    int n = 0;
+    pids[n++] = pm;
+    DIR *d = opendir("/proc");
+    for (struct dirent *e; d && (e = readdir(d)) != NULL && n < max;) {
+        char stat[300], buf[512];
+        snprintf(stat, sizeof(stat), "/proc/%s/stat", e->d_name);
+        FILE *s = fopen(stat, "r");
+        if (!s)
+            continue;
+        int pid = 0, ppid = 0;
+        if (fgets(buf, sizeof(buf), s)) {
+            const char *rp = strrchr(buf, ')');
+            pid = atoi(buf);
+            if (rp)
+                sscanf(rp + 2, "%*c %d", &ppid);
+        }
+        fclose(s);
+        if (ppid == pm)
+            pids[n++] = pid;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A frozen database: the batch still gets its reply at its deadline, from the loop thread, and
+ * fanout keeps answering health checks. */
+static void test_frozen_database(void **state)
+{
+    (void)state;
+    pid_t pids[256];
+    int n = cluster_pids(pids, 256);
+    FX_CHECK(n > 1, "cannot find the cluster's processes");
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGSTOP);
+    double t0 = fx_now();
+    int status = 0;
+    json_t *doc = fx_post_json(srv.port, "{\"timeout_ms\": 500, \"queries\": [{\"sql\": \"SELECT 6\"}, {\"sql\": \"SELECT 7\"}]}",
+                               &status);
+    double took = fx_now() - t0;
+    bool healthy = http_status_is(srv.port, "/healthz", 200);
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGCONT);
+    print_message("frozen database: reply after %.3f s (timeout_ms 500)\n", took);
+    FX_CHECK(status == 200, "status %d", status);
+    FX_CHECK(took < 0.5 + 1.0 * fx_scale(), "reply after %.3f s", took);
+    FX_EXPECT_STR(doc, "results.0.error.code", "timeout");
+    FX_EXPECT_STR(doc, "results.1.error.code", "timeout");
+    json_decref(doc);
+    FX_CHECK(healthy, "/healthz failed while the database was frozen");
+    /* Thawed: serving again. */
+    double t1 = fx_now();
+    bool ok = false;
+    while (!ok && fx_now() - t1 < 10 * fx_scale()) {
+        doc = fx_post_json(srv.port, "{\"queries\": [{\"sql\": \"SELECT 8 AS eight\"}]}", &status);
+        json_t *v = fx_at(doc, "results.0.rows.0.0");
+        ok = status == 200 && v && json_integer_value(v) == 8;
+        json_decref(doc);
+        if (!ok)
+            fx_sleep_ms(50);
+    }
+    FX_CHECK(ok, "not serving after the database thawed");
+}
+
+/* SIGTERM: a batch in flight that outlives shutdown_timeout_ms is cancelled and answered, and
+ * fanout exits 0. */
+static void test_sigterm_cancels_after_shutdown_timeout(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", "--shutdown-timeout-ms", "300", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server s = {.pid = -1};
+    assert_true(fx_start(&s, &opts));
+    static const char body[] = "{\"queries\": [{\"sql\": \"SELECT 1 AS one\"}, {\"sql\": \"SELECT pg_sleep(20) /* term-probe */\"}]}";
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s", sizeof(body) - 1, body);
+    fx_conn c;
+    assert_true(fx_conn_open(&c, s.port));
+    assert_true(fx_conn_send(&c, req, (size_t)n));
+    double t0 = fx_now();
+    while (active_fanout_queries("%term-probe%") < 1 && fx_now() - t0 < 5)
+        fx_sleep_ms(20);
+    double t1 = fx_now();
+    kill(s.pid, SIGTERM);
+    fx_response r;
+    assert_true(fx_conn_read(&c, false, &r));
+    double took = fx_now() - t1;
+    print_message("shutdown: reply %.3f s after SIGTERM (shutdown_timeout_ms 300)\n", took);
+    FX_CHECK(r.status == 200, "status %d", r.status);
+    FX_CHECK(strstr(r.body, "\"shutdown\"") != NULL, "body %s", r.body);
+    FX_CHECK(took < 0.3 + 1.5 * fx_scale(), "reply %.3f s after SIGTERM", took);
+    fx_response_free(&r);
+    fx_conn_close(&c);
+    assert_true(fx_stop(&s)); /* exit status 0 */
+    FX_CHECK(wait_no_active("%term-probe%", 5.0 * fx_scale()) >= 0, "query survived the shutdown");
+}
+
+static void test_clean_exit(void **state)
+{
+    (void)state;
+    assert_true(fx_stop(&srv));
+}
+
+int it_reliability(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deadline_cancels_on_server),
+        cmocka_unit_test(test_deadline_in_transaction),
+        cmocka_unit_test(test_client_gone_cancels),
+        cmocka_unit_test(test_overload_refused),
+        cmocka_unit_test(test_database_goes_and_returns),
+        cmocka_unit_test(test_start_with_database_down),
+        cmocka_unit_test(test_refused_login_reported),
+        cmocka_unit_test(test_frozen_database),
+        cmocka_unit_test(test_sigterm_cancels_after_shutdown_timeout),
+        cmocka_unit_test(test_clean_exit),
+    };
+    return cmocka_run_group_tests_name("reliability", tests, group_setup, group_teardown);
+}
