@@ -14,6 +14,9 @@ int it_batches(void);      /* test_batches.c: mixed good and failing queries, SQ
 int it_concurrency(void);  /* test_concurrency.c: 16 workers really run 16 queries at once */
 int it_reconnect(void);    /* test_reconnect.c: backends terminated under fanout */
 int it_cli(void);          /* test_cli.c: --help, --version, configuration errors */
+int it_contract(void);     /* test_contract.c: docs/openapi.yaml lints clean, real replies match it */
+int it_reliability(void);   /* test_reliability.c: deadlines, cancel, client gone, db loss, SIGTERM */
 int it_observability(void); /* test_observability.c: /metrics, promtool, access log, request ids */
+int it_hostile(void);       /* test_hostile.c: malformed, oversized, truncated and slow HTTP requests */
 
 #endif

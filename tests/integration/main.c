@@ -22,7 +22,10 @@ static const struct {
     {"params", it_params},             {"transactions", it_transactions},
     {"batches", it_batches},           {"concurrency", it_concurrency},
     {"reconnect", it_reconnect},       {"cli", it_cli},
+    {"contract", it_contract},
     {"observability", it_observability},
+    {"reliability", it_reliability},
+    {"hostile", it_hostile},
 };
 
 static bool wanted(const char *name, int argc, char **argv)
