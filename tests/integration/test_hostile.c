@@ -848,8 +848,8 @@ static void test_header_without_colon(void **state)
 {
     static const char *const reqs[] = {
         "GET /healthz HTTP/1.1\r\nHost: t\r\nNoColonHere\r\nConnection: close\r\n\r\n",
-        "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type application/json\r\nContent-Length: 2\r\n"
-        "Connection: close\r\n\r\n{}",
+        ("POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type application/json\r\nContent-Length: 2\r\n"
+         "Connection: close\r\n\r\n{}"),
         "GET /healthz HTTP/1.1\r\n\x01\x02\x03\xff\xfe\r\nConnection: close\r\n\r\n",
     };
     int failures = 0;
