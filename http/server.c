@@ -42,6 +42,7 @@ static size_t conn_hash(const struct evhttp_connection *c, size_t cap)
 
 static bool conn_find(const conn_set *set, const struct evhttp_connection *c, size_t *at)
 {
+    *at = 0;
     if (!set->cap)
         return false;
     for (size_t h = conn_hash(c, set->cap);; h = (h + 1) & (set->cap - 1)) {
