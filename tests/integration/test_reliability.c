@@ -386,6 +386,32 @@ static void test_sigterm_cancels_after_shutdown_timeout(void **state)
     FX_CHECK(wait_no_active("%term-probe%", 5.0 * fx_scale()) >= 0, "query survived the shutdown");
 }
 
+/* Bytes that are not UTF-8 in the database (a SQL_ASCII database stores them unchecked): the
+ * server refuses to send them to a UTF8 client, so the query gets a clean error (22021), the
+ * reply stays JSON, and the other queries keep their results. (fanout's own U+FFFD replacement
+ * for whatever still arrives is covered by the unit tests of db_buf_json_string.) */
+static void test_invalid_utf8_from_server(void **state)
+{
+    (void)state;
+    PGresult *res = fx_sql(true, "DROP DATABASE IF EXISTS fanout_sql_ascii", 0, NULL);
+    PQclear(res);
+    assert_true(fx_sql_ok(true, "CREATE DATABASE fanout_sql_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' "
+                                "LC_CTYPE 'C' TEMPLATE template0 OWNER fanout"));
+    char db[512];
+    snprintf(db, sizeof(db), "%s dbname=fanout_sql_ascii", getenv("FANOUT_TEST_DATABASE"));
+    const fx_opts opts = {.database = db};
+    fx_server s = {.pid = -1};
+    assert_true(fx_start(&s, &opts));
+    json_t *doc = FX_BATCH(s.port, "{\"queries\": [{\"sql\": \"SELECT E'a\\\\xffb' AS t, E'\\\\xfe'::text AS u\"},"
+                                   "{\"sql\": \"SELECT 1/0 AS \\\"\\\\xff\\\"\"}]}");
+    FX_EXPECT_STR(doc, "results.0.error.code", "22021");
+    FX_EXPECT_STR(doc, "results.1.error.code", "22012");
+    json_decref(doc);
+    assert_true(fx_stop(&s));
+    res = fx_sql(true, "DROP DATABASE IF EXISTS fanout_sql_ascii", 0, NULL);
+    PQclear(res);
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
@@ -404,6 +430,7 @@ int it_reliability(void)
         cmocka_unit_test(test_refused_login_reported),
         cmocka_unit_test(test_frozen_database),
         cmocka_unit_test(test_sigterm_cancels_after_shutdown_timeout),
+        cmocka_unit_test(test_invalid_utf8_from_server),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("reliability", tests, group_setup, group_teardown);
