@@ -61,6 +61,9 @@ http_server *http_server_start(struct event_base *base, const cfg_settings *sett
 /* The address actually bound ("127.0.0.1:8080"; the real port when listen asked for 0). */
 const char *http_server_address(const http_server *s);
 
+/* Shutting down: every reply from now on closes its connection, so keep-alive clients move on. */
+void http_server_set_draining(http_server *s);
+
 /* Stop accepting new connections; requests on open connections are still served. */
 void http_server_stop_accepting(http_server *s);
 

@@ -93,11 +93,13 @@ bool svc_job_claim(svc_job *job, int worker, uint64_t run_seq);
  * (its slots are then ignored). */
 bool svc_job_finish(svc_job *job);
 
-/* Worker side: run one job on the worker's connection, filling the job's slot(s). Returns
- * false when the connection was found broken (the slots say db_unavailable). */
+/* Worker side: run one claimed job on the worker's connection, filling the job's slot(s), then
+ * publish it (svc_job_finish) and its query counts. Returns false when the connection was
+ * found broken (the slots say db_unavailable). */
 bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats);
 
-/* Fill a job's slots with a db_unavailable error without touching the database. */
+/* Fill a claimed job's slots with a db_unavailable error without touching the database, and
+ * publish it. */
 void svc_job_fail(svc_job *job, const char *message, svc_worker_stats *stats);
 
 /*

@@ -20,6 +20,7 @@ struct svc_flight {
     svc_batch *live;           /* batches not yet replied to (doubly linked) */
     int running;               /* entries in live */
     int unsent;                /* replies queued whose write has not completed */
+    bool closed;               /* shutdown ran out of time: refuse new batches */
     void (*changed)(void *arg);
     void *changed_arg;
 };
@@ -157,6 +158,12 @@ void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req
         return;
     }
     b->flight = f;
+    if (f->closed) {
+        svc_metrics_batch(f->metrics, transaction, SVC_B_OVERLOADED, 0);
+        reply_unavailable(req, "overloaded", "fanout is shutting down; retry elsewhere");
+        svc_batch_free(b);
+        return;
+    }
     switch (svc_pool_submit(f->pool, b)) {
     case SVC_SUBMITTED:
         break;
@@ -196,6 +203,7 @@ void svc_flight_done(svc_batch *b, void *arg)
 
 void svc_flight_expire_all(svc_flight *f, const char *code, const char *message)
 {
+    f->closed = true;
     while (f->live)
         expire(f, f->live, SVC_Q_TIMEOUT, code, message);
 }

@@ -39,7 +39,8 @@ void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req
 /* The pool's done callback (arg: the flight): a batch's jobs have all let go of it. */
 void svc_flight_done(svc_batch *b, void *arg);
 
-/* End every batch still running, as for a deadline, with the given per-query error code. */
+/* End every batch still running, as for a deadline, with the given per-query error code, and
+ * refuse every later one (503 overloaded): shutdown has run out of time. */
 void svc_flight_expire_all(svc_flight *f, const char *code, const char *message);
 
 int svc_flight_running(const svc_flight *f); /* batches not yet replied to */

@@ -23,6 +23,8 @@ typedef struct run_ctx {
     const http_batch_req *d;
     db_conn *conn;
     svc_worker_stats *stats;
+    uint64_t counts[SVC_Q_OUTCOMES]; /* outcomes so far, published only if the job finishes */
+    int failures;                    /* queries that did not succeed, likewise */
 } run_ctx;
 
 static uint64_t now_ns(void)
@@ -34,12 +36,27 @@ static uint64_t now_ns(void)
 
 static void count(run_ctx *r, svc_query_outcome outcome)
 {
-    /* An abandoned job's queries were counted (timeout, canceled) by the loop thread. */
-    if (atomic_load_explicit(&r->job->state, memory_order_relaxed) == SVC_JOB_ABANDONED)
+    r->counts[outcome]++;
+    r->failures += outcome != SVC_Q_OK;
+}
+
+/* Publish the job (RUNNING -> DONE) and its counts. An abandoned job's queries were counted by
+ * the loop thread (timeout, canceled), so its own counts are dropped. */
+static void finish(run_ctx *r)
+{
+    if (!svc_job_finish(r->job))
         return;
-    svc_stat_inc(&r->stats->queries[outcome]);
-    if (outcome != SVC_Q_OK)
-        atomic_fetch_add_explicit(&r->b->failures, 1, memory_order_relaxed);
+    for (int i = 0; i < SVC_Q_OUTCOMES; i++)
+        for (uint64_t n = 0; n < r->counts[i]; n++)
+            svc_stat_inc(&r->stats->queries[i]);
+    if (r->failures)
+        atomic_fetch_add_explicit(&r->b->failures, r->failures, memory_order_relaxed);
+}
+
+/* The loop thread gave up on this job (deadline, client gone, shutdown). */
+static bool abandoned(const run_ctx *r)
+{
+    return atomic_load_explicit(&r->job->state, memory_order_acquire) == SVC_JOB_ABANDONED;
 }
 
 static svc_query_outcome outcome_of(db_status st)
@@ -132,6 +149,12 @@ static db_status run_transaction(run_ctx *r)
         goto not_run;
     }
     for (; i < d->nqueries; i++) {
+        /* A cancel stops only the statement running when it lands: check between statements
+         * too, or a timed-out transaction could go on and commit. */
+        if (abandoned(r)) {
+            st = DB_SQL_ERROR;
+            goto not_run;
+        }
         st = run_query(r, i);
         if (st == DB_OK && !db_conn_in_transaction(r->conn)) {
             /* COMMIT/ROLLBACK as a query ended fanout's transaction: what follows would run
@@ -147,6 +170,10 @@ static db_status run_transaction(run_ctx *r)
             i++;
             goto not_run;
         }
+    }
+    if (abandoned(r)) {
+        st = DB_SQL_ERROR;
+        goto not_run;
     }
     st = db_exec_command(r->conn, "COMMIT", &b->commit_error);
     b->committed = st == DB_OK;
@@ -173,6 +200,7 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
     run_ctx r = {.job = job, .b = job->batch, .d = job->batch->desc, .conn = conn, .stats = stats};
     db_status st = r.d->mode == HTTP_MODE_TRANSACTION ? run_transaction(&r)
                                                       : run_parallel(&r, job->index);
+    finish(&r);
     return st != DB_CONN_LOST && db_conn_ok(conn);
 }
 
@@ -190,4 +218,5 @@ void svc_job_fail(svc_job *job, const char *message, svc_worker_stats *stats)
         db_result_error(&r.b->slots[i], r.d->queries[i].id, "db_unavailable", message);
         count(&r, SVC_Q_DB_UNAVAILABLE);
     }
+    finish(&r);
 }

@@ -148,6 +148,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     svc_log_info("signal %d: shutting down after %d in-flight batches", (int)sig,
                  svc_flight_running(a->flight));
     http_server_stop_accepting(a->server);
+    http_server_set_draining(a->server);
     struct timeval tv = ms_to_tv(a->settings.shutdown_timeout_ms);
     evtimer_add(a->shutdown, &tv);
     maybe_finish_shutdown(a);

@@ -166,7 +166,7 @@ static db_conn *connect_with_backoff(worker *w)
         }
         bool refused = is_login_refused(err);
         /* The first failure is news; the repeats of a long outage are noise. */
-        svc_log(refused ? CFG_LOG_ERROR : failures ? CFG_LOG_DEBUG : CFG_LOG_WARN,
+        svc_log(failures ? CFG_LOG_DEBUG : refused ? CFG_LOG_ERROR : CFG_LOG_WARN,
                 "worker %d: cannot connect to the database: %s (%s)", w->id, err,
                 refused ? "the server refused the login: check the database setting" : "retrying");
         failures++;
@@ -278,8 +278,7 @@ static void *worker_main(void *arg)
         set_running(w, seq);
         if (svc_job_claim(job, w->id, seq)) {
             atomic_store_explicit(&w->stats->busy, true, memory_order_relaxed);
-            run_job(w, job, &conn);
-            svc_job_finish(job); /* false: abandoned meanwhile, its slots are ignored */
+            run_job(w, job, &conn); /* publishes the job, unless it was abandoned meanwhile */
             atomic_store_explicit(&w->stats->busy, false, memory_order_relaxed);
         }
         set_running(w, 0);
@@ -426,10 +425,8 @@ bool svc_pool_stop(svc_pool *p)
         return false; /* threads still use the pool: leave it to the process exit */
     /* Jobs no worker took (every connection was down): fail them so their batches complete. */
     for (svc_job *job; p->queue && (job = svc_queue_pop(p->queue)) != NULL;) {
-        if (svc_job_claim(job, 0, 0)) {
+        if (svc_job_claim(job, 0, 0))
             svc_job_fail(job, "fanout is shutting down", svc_metrics_worker(p->metrics, 0));
-            svc_job_finish(job);
-        }
         release(p, job->batch);
     }
     /* Batches finished after the loop stopped: run their callbacks so each request completes. */

@@ -145,6 +145,40 @@ static void test_deadline_in_transaction(void **state)
     free(n);
 }
 
+/* A deadline that lands between two statements of a transaction (no statement running for the
+ * cancel to stop) must still keep it from committing; and its queries are counted once, as
+ * timeouts. Deadlines at many points of the first statement hit both cases. */
+static void test_timed_out_transaction_never_commits(void **state)
+{
+    (void)state;
+    assert_true(fx_sql_ok(false, "DROP TABLE IF EXISTS rel_marker; CREATE TABLE rel_marker (k int)"));
+    int timeouts = 0;
+    for (int ms = 5; ms <= 80; ms += 5) {
+        char body[512];
+        snprintf(body, sizeof(body),
+                 "{\"mode\": \"transaction\", \"timeout_ms\": %d, \"queries\": ["
+                 "{\"sql\": \"SELECT count(*) FROM (SELECT g, repeat('x', 100) FROM generate_series(1, 60000) g) s\"},"
+                 "{\"sql\": \"INSERT INTO rel_marker VALUES (%d)\"}]}", ms, ms);
+        json_t *doc = FX_BATCH(srv.port, body);
+        json_t *committed = fx_at(doc, "committed");
+        if (committed && json_is_false(committed)) {
+            timeouts++;
+            /* Wait for the worker to let go, then the row must not be there. */
+            fx_sleep_ms(150);
+            char k[16];
+            snprintf(k, sizeof(k), "%d", ms);
+            const char *p1[1] = {k};
+            char *n = fx_sql_value(false, "SELECT count(*) FROM rel_marker WHERE k = $1::int", 1, p1);
+            FX_CHECK(n && strcmp(n, "0") == 0, "timeout_ms %d: reply says not committed, table says %s rows", ms,
+                     n ? n : "?");
+            free(n);
+        }
+        json_decref(doc);
+    }
+    print_message("timed-out transactions: %d of 16 deadlines landed, none committed\n", timeouts);
+    FX_CHECK(timeouts > 0, "no deadline landed: the test proves nothing");
+}
+
 /* A client that hangs up mid-batch: its query is cancelled on the server within a second. */
 static void test_client_gone_cancels(void **state)
 {
@@ -423,6 +457,7 @@ int it_reliability(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadline_cancels_on_server),
         cmocka_unit_test(test_deadline_in_transaction),
+        cmocka_unit_test(test_timed_out_transaction_never_commits),
         cmocka_unit_test(test_client_gone_cancels),
         cmocka_unit_test(test_overload_refused),
         cmocka_unit_test(test_database_goes_and_returns),
