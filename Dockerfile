@@ -9,7 +9,7 @@
 # build: compile build/fanout with the same `make` as on a developer's machine.
 FROM debian:bookworm-slim AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential pkg-config libevent-dev libjansson-dev libpq-dev \
+ && apt-get install -y --no-install-recommends build-essential pkg-config libevent-dev libjansson-dev libpq-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what `make` reads. .dockerignore keeps build/ (host objects) and var/ out of the context.
@@ -32,7 +32,7 @@ ENTRYPOINT ["wrk"]
 # the binary's) and nothing else: no compiler, no shell tools, no curl.
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-pthreads-2.1-7 libjansson4 libpq5 \
+ && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-pthreads-2.1-7 libjansson4 libpq5 libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 fanout \
  && useradd --uid 10001 --gid fanout --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fanout

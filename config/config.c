@@ -28,13 +28,15 @@
 #define WHY_LEN 256  /* room for why a value was refused, before the source is prefixed */
 #define NAME_LEN 64  /* room for a flag or environment name made from a setting name */
 #define NONE_SHOWN "(none: local PostgreSQL under ./var with make run)"
+#define NONE_SHOWN_OTHER "(none)" /* a setting other than database with no default */
 
 typedef enum cfg_type {
     CFG_T_INT,      /* int, strict decimal, bounded by min..max */
     CFG_T_LONG,     /* long, strict decimal, bounded by min..max */
     CFG_T_STRING,   /* char *, malloc'd; min 1 means it must not be empty */
     CFG_T_LISTEN,   /* char *, malloc'd, "HOST:PORT" or "[IPV6]:PORT", checked when set */
-    CFG_T_ENUM      /* an int-sized enum, by name: index into cfg_def.names */
+    CFG_T_ENUM,     /* an int-sized enum, by name: index into cfg_def.names */
+    CFG_T_BOOL      /* bool: true/false, yes/no, on/off or 1/0, any case */
 } cfg_type;
 
 typedef struct cfg_def {
@@ -100,6 +102,13 @@ static const cfg_def cfg_defs[] = {
      "log lines as json (one object a line) or text", format_names},
     {"timezone", CFG_T_STRING, F(timezone), 1, 0, "UTC", NULL,
      "TimeZone set on every connection, so timestamps render the same", NULL},
+    {"auth_file", CFG_T_STRING, F(auth_file), 1, 0, NULL, NULL,
+     "API token file, lines NAME SHA256HEX ACCESS [ROLE], re-read on SIGHUP; "
+     "unset: no token needed", NULL},
+    {"metrics_auth", CFG_T_BOOL, F(metrics_auth), 0, 0, "false", NULL,
+     "whether GET /metrics needs a token like /v1/batch (only with auth_file)", NULL},
+    {"allow_unauthenticated", CFG_T_BOOL, F(allow_unauthenticated), 0, 0, "false", NULL,
+     "serve a non-loopback listen address without auth_file (logs a warning)", NULL},
 };
 #undef F
 #define NDEFS (sizeof cfg_defs / sizeof cfg_defs[0])
@@ -167,9 +176,16 @@ static const char *metavar(const cfg_def *d)
     case CFG_T_LONG: return "N";
     case CFG_T_LISTEN: return "HOST:PORT";
     case CFG_T_ENUM: return d->names == level_names ? "LEVEL" : "NAME";
+    case CFG_T_BOOL: return "BOOL";
     case CFG_T_STRING: break;
     }
     return "TEXT";
+}
+
+/* What --help and the README show for a setting with no default. */
+static const char *none_shown(const cfg_def *d)
+{
+    return d->offset == offsetof(cfg_settings, database) ? NONE_SHOWN : NONE_SHOWN_OTHER;
 }
 
 static const cfg_def *find_def(const char *name)
@@ -275,6 +291,16 @@ static bool set_value(cfg_settings *s, const cfg_def *d, const char *text, char 
                      i ? ", " : "", d->names[i]);
         }
         return fail(why, whylen, "\"%s\" is not one of: %s", text, accepted);
+    }
+    case CFG_T_BOOL: {
+        static const char *const yes[] = {"true", "yes", "on", "1"};
+        static const char *const no[] = {"false", "no", "off", "0"};
+        for (i = 0; i < sizeof yes / sizeof yes[0]; i++)
+            if (strcasecmp(text, yes[i]) == 0 || strcasecmp(text, no[i]) == 0) {
+                *(bool *)field = strcasecmp(text, yes[i]) == 0;
+                return true;
+            }
+        return fail(why, whylen, "\"%s\" is not a boolean: true or false", text);
     }
     case CFG_T_LISTEN:
         if ((reason = split_listen(text, NULL, NULL)))
@@ -459,7 +485,7 @@ static void print_help(FILE *out)
         fprintf(out, "  %-26s %s", opt, d->help);
         if (d->type == CFG_T_INT || d->type == CFG_T_LONG)
             fprintf(out, " (%lld..%lld)", d->min, d->max);
-        fprintf(out, "\n  %-26s default %s; env %s", "", d->def ? d->def : NONE_SHOWN,
+        fprintf(out, "\n  %-26s default %s; env %s", "", d->def ? d->def : none_shown(d),
                 env_name(d, env));
         fprintf(out, "%s%s\n", d->env_alias ? " or " : "", d->env_alias ? d->env_alias : "");
     }
@@ -480,6 +506,7 @@ void cfg_print_effective(FILE *out, const cfg_settings *s, const char *database_
         case CFG_T_INT: fprintf(out, "%d\n", *(const int *)field); break;
         case CFG_T_LONG: fprintf(out, "%ld\n", *(const long *)field); break;
         case CFG_T_ENUM: fprintf(out, "%s\n", d->names[*(const int *)field]); break;
+        case CFG_T_BOOL: fprintf(out, "%s\n", *(const bool *)field ? "true" : "false"); break;
         case CFG_T_STRING:
         case CFG_T_LISTEN: {
             const char *v = *(char *const *)field;
@@ -504,7 +531,7 @@ void cfg_print_settings_table(FILE *out)
         if (d->env_alias)
             fprintf(out, ", `%s`", d->env_alias);
         fprintf(out, " | `--%s %s` | ", flag_name(d, flag), metavar(d));
-        fprintf(out, d->def ? "`%s`" : "%s", d->def ? d->def : NONE_SHOWN);
+        fprintf(out, d->def ? "`%s`" : "%s", d->def ? d->def : none_shown(d));
         fprintf(out, " | %s", d->help);
         if (d->type == CFG_T_INT || d->type == CFG_T_LONG)
             fprintf(out, " (%lld..%lld)", d->min, d->max);

@@ -63,6 +63,9 @@ typedef struct cfg_settings {
     cfg_log_level log_level;  /* least severe log line written */
     cfg_log_format log_format; /* text or json lines */
     char *timezone;           /* TimeZone pinned on every connection */
+    char *auth_file;          /* API token file (http/auth.h format); NULL: no authentication */
+    bool metrics_auth;        /* GET /metrics needs a token too (when auth_file is set) */
+    bool allow_unauthenticated; /* serve a non-loopback address without auth_file (warned) */
 } cfg_settings;
 
 typedef enum cfg_status {

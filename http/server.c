@@ -110,6 +110,7 @@ struct http_server {
     struct timespec routed;            /* when the request being routed arrived (loop thread) */
     unsigned long long next_id;        /* next generated request id */
     conn_set clients;                  /* connections counted against max_clients */
+    http_auth_table *auth;             /* tokens in force, owned; used when settings->auth_file */
     bool draining;                     /* shutting down: every reply closes its connection */
 };
 
@@ -243,7 +244,7 @@ static bool is_json_media_type(const char *ct)
     return *ct == '\0' || *ct == ';';
 }
 
-static void handle_batch(http_server *s, struct evhttp_request *req)
+static void handle_batch(http_server *s, struct evhttp_request *req, const http_caller *caller)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
@@ -269,7 +270,7 @@ static void handle_batch(http_server *s, struct evhttp_request *req)
         http_reply_error(req, 400, "bad_request", err);
         return;
     }
-    s->handlers.batch(req, desc, s->handlers.arg);
+    s->handlers.batch(req, desc, caller, s->handlers.arg);
 }
 
 static void handle_probe(http_server *s, struct evhttp_request *req, bool readiness)
@@ -344,12 +345,70 @@ static bool admit_client(http_server *s, struct evhttp_request *req)
     return true;
 }
 
+/* Whether path needs a token (when auth_file is set): all but the probes, and /metrics by
+ * metrics_auth. Unknown paths too, so their 404 tells an outsider nothing. */
+static bool needs_token(const http_server *s, const char *path)
+{
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0)
+        return false;
+    if (strcmp(path, "/metrics") == 0)
+        return s->settings->metrics_auth;
+    return true;
+}
+
+/*
+ * Check req's Authorization header against the tokens in force. True with *caller set (NULL when
+ * auth_file is not set); false after replying 401 (500 when libcrypto failed). The secret is
+ * neither logged nor echoed; two Authorization headers count as malformed.
+ */
+static bool authenticate(http_server *s, struct evhttp_request *req, const http_caller **caller)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct evkeyval *kv;
+    const char *value = NULL, *message;
+    int seen = 0;
+    http_auth_result res;
+
+    *caller = NULL;
+    if (!s->settings->auth_file)
+        return true;
+    for (kv = in->tqh_first; kv; kv = kv->next.tqe_next)
+        if (strcasecmp(kv->key, "Authorization") == 0 && seen++ == 0)
+            value = kv->value;
+    res = seen > 1 ? HTTP_AUTH_MALFORMED : http_auth_check(s->auth, value, caller);
+    switch (res) {
+    case HTTP_AUTH_OK:
+        return true;
+    case HTTP_AUTH_ERROR:
+        http_reply_error(req, 500, "internal_error", "cannot check the token");
+        return false;
+    case HTTP_AUTH_MISSING:
+        message = "this request needs an Authorization: Bearer token";
+        break;
+    case HTTP_AUTH_MALFORMED:
+        message = "the Authorization header must be one \"Bearer <token>\"";
+        break;
+    case HTTP_AUTH_WRONG:
+    default:
+        message = "the token is not valid";
+        break;
+    }
+    /* RFC 6750 3: a bare challenge when no credentials came, invalid_token otherwise. */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                      res == HTTP_AUTH_MISSING
+                          ? "Bearer realm=\"fanout\""
+                          : "Bearer realm=\"fanout\", error=\"invalid_token\"");
+    http_reply_error(req, 401, "unauthorized", message);
+    return false;
+}
+
 static void route(struct evhttp_request *req, void *arg)
 {
     http_server *s = arg;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    const http_caller *caller = NULL;
     char made[24];
 
     clock_gettime(CLOCK_MONOTONIC, &s->routed);
@@ -370,10 +429,13 @@ static void route(struct evhttp_request *req, void *arg)
         http_reply_error(req, 503, "overloaded", "too many client connections; retry later");
         return;
     }
+    /* Before the body is parsed and before the service hears of the request. */
+    if (path && needs_token(s, path) && !authenticate(s, req, &caller))
+        return;
     if (!path)
         http_reply_error(req, 400, "bad_request", "malformed request target");
     else if (strcmp(path, "/v1/batch") == 0)
-        handle_batch(s, req);
+        handle_batch(s, req, caller);
     else if (strcmp(path, "/healthz") == 0)
         handle_probe(s, req, false);
     else if (strcmp(path, "/readyz") == 0)
@@ -449,6 +511,12 @@ fail:
     return NULL;
 }
 
+void http_server_set_auth_new(http_server *s, http_auth_table *table)
+{
+    http_auth_free(s->auth);
+    s->auth = table;
+}
+
 const char *http_server_address(const http_server *s)
 {
     return s->address;
@@ -476,5 +544,6 @@ void http_server_free(http_server *s)
     if (s->http)
         evhttp_free(s->http); /* runs the close callbacks: the set empties */
     free(s->clients.slot);
+    http_auth_free(s->auth);
     free(s);
 }

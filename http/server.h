@@ -7,6 +7,10 @@
  *          GET|HEAD /metrics  Prometheus text from the service
  * Every request gets an X-Request-Id reply header: the client's own (when it is 1..128 visible
  * ASCII characters) or a generated one.
+ * With auth_file set, every request but /healthz, /readyz (and /metrics unless metrics_auth) must
+ * carry "Authorization: Bearer <secret>" matching a token of the table in force (http/auth.h);
+ * otherwise it is answered 401 unauthorized with WWW-Authenticate: Bearer, before its body is
+ * parsed and before anything reaches the service.
  * Anything else gets a JSON error: 404 not_found, 405 method_not_allowed (with Allow),
  * 415 unsupported_media_type, 400 bad_request, 413 too_large. A body over max_body_bytes is
  * refused by libevent itself (its own 413 page) before fanout sees it.
@@ -21,6 +25,7 @@
 #include <stddef.h>
 
 #include "config/config.h"
+#include "http/auth.h"
 #include "http/request.h"
 
 struct event_base;
@@ -42,8 +47,11 @@ typedef struct http_reply_info {
 
 typedef struct http_handlers {
     /* A valid batch request: takes over desc and must complete req exactly once (now or later,
-     * on the loop thread) with http_reply_json / http_reply_error. */
-    void (*batch)(struct evhttp_request *req, http_batch_req *desc, void *arg);
+     * on the loop thread) with http_reply_json / http_reply_error. caller is the token that
+     * authenticated the request, NULL when auth_file is not set; it is valid only during this
+     * call (a reload may free it after), so copy what the batch needs. */
+    void (*batch)(struct evhttp_request *req, http_batch_req *desc, const http_caller *caller,
+                  void *arg);
     /* Whether queries can run now; when not, a one-line reason for /readyz. */
     bool (*ready)(void *arg, char *reason, size_t reasonlen);
     /* GET /metrics: append the Prometheus text exposition to out. */
@@ -57,6 +65,11 @@ typedef struct http_handlers {
  * server per process (replies find it through a module-level pointer). */
 http_server *http_server_start(struct event_base *base, const cfg_settings *settings,
                                const http_handlers *handlers, char *err, size_t errlen);
+
+/* Put table (may be NULL: every token refused) in force for the requests routed from now on,
+ * freeing the one before. Takes over table. Loop thread only, so it falls between requests;
+ * batches already handed to the service are unaffected. */
+void http_server_set_auth_new(http_server *s, http_auth_table *table);
 
 /* The address actually bound ("127.0.0.1:8080"; the real port when listen asked for 0). */
 const char *http_server_address(const http_server *s);

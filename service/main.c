@@ -28,6 +28,7 @@
 
 #include "config/config.h"
 #include "db/conn.h"
+#include "http/auth.h"
 #include "http/server.h"
 #include "service/batch.h"
 #include "service/flight.h"
@@ -52,6 +53,8 @@ typedef struct app {
     struct event *grace;        /* shutdown: stop even if a reply never finishes writing */
     struct event *shutdown;     /* shutdown: in-flight batches have run out of time */
     int signals;                /* termination signals received (loop thread) */
+    http_auth_table *auth;      /* tokens read at start, until the server takes them over */
+    struct event *sighup;       /* SIGHUP: re-read auth_file (loop thread) */
 } app;
 
 static void on_grace_expired(evutil_socket_t fd, short what, void *arg)
@@ -97,9 +100,12 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
     svc_flight_expire_all(a->flight, "shutdown", "fanout shut down before this query finished");
 }
 
-static void on_batch(struct evhttp_request *req, http_batch_req *desc, void *arg)
+static void on_batch(struct evhttp_request *req, http_batch_req *desc, const http_caller *caller,
+                     void *arg)
 {
     app *a = arg;
+    if (caller && caller->read_only)
+        desc->read_only = true;
     svc_flight_submit(a->flight, req, desc);
 }
 
@@ -154,6 +160,44 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     maybe_finish_shutdown(a);
 }
 
+/*
+ * Read auth_file into a->auth; without one, refuse a listen address other than loopback unless
+ * allow_unauthenticated. False with one line in err: a configuration error (exit 2).
+ */
+static bool load_auth(app *a, char *err, size_t errlen)
+{
+    const cfg_settings *s = &a->settings;
+    if (s->auth_file)
+        return (a->auth = http_auth_load(s->auth_file, err, errlen)) != NULL;
+    if (!s->allow_unauthenticated && !http_auth_host_is_loopback(s->listen_host)) {
+        snprintf(err, errlen, "listen %s is not a loopback address and no auth_file is set: "
+                 "set auth_file, or allow_unauthenticated = true to serve without tokens",
+                 s->listen);
+        return false;
+    }
+    return true;
+}
+
+/* SIGHUP: read auth_file again and swap the new table in; a bad file leaves the old one. */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    app *a = arg;
+    http_auth_table *t = NULL;
+    char err[512];
+    (void)sig;
+    (void)what;
+    if (!a->settings.auth_file) {
+        svc_log_info("SIGHUP: no auth_file to re-read");
+        return;
+    }
+    if (!(t = http_auth_load(a->settings.auth_file, err, sizeof(err)))) {
+        svc_log_error("SIGHUP: %s; the tokens loaded before stay in force", err);
+        return;
+    }
+    svc_log_info("SIGHUP: %zu tokens from %s in force", http_auth_count(t), a->settings.auth_file);
+    http_server_set_auth_new(a->server, t);
+}
+
 /* A conninfo libpq cannot parse is a configuration error, not something to retry forever. */
 static bool check_database_setting(const cfg_settings *s, char *err, size_t errlen)
 {
@@ -190,6 +234,12 @@ int main(int argc, char **argv)
         cfg_free(&a.settings);
         return CFG_EXIT_CONFIG;
     }
+    /* Not for --healthcheck: it only probes /readyz, which needs no token. */
+    if (a.settings.action != CFG_HEALTHCHECK && !load_auth(&a, err, sizeof(err))) {
+        fprintf(stderr, "fanout: %s\n", err);
+        cfg_free(&a.settings);
+        return CFG_EXIT_CONFIG;
+    }
     if (a.settings.action != CFG_RUN) {
         char shown[1024];
         rc = 0;
@@ -199,6 +249,7 @@ int main(int argc, char **argv)
             db_conninfo_masked(a.settings.database, shown, sizeof(shown));
             cfg_print_effective(stdout, &a.settings, a.settings.database ? shown : NULL);
         }
+        http_auth_free(a.auth);
         cfg_free(&a.settings);
         return rc;
     }
@@ -213,6 +264,11 @@ int main(int argc, char **argv)
     }
     if (!a.settings.database)
         svc_log_warn("no database configured: using libpq defaults (PGHOST, PGDATABASE, ...)");
+    if (a.settings.auth_file)
+        svc_log_info("auth: %zu tokens from %s", http_auth_count(a.auth), a.settings.auth_file);
+    else if (!http_auth_host_is_loopback(a.settings.listen_host))
+        svc_log_warn("allow_unauthenticated: serving %s without tokens: whoever reaches it can "
+                     "run SQL as fanout's database role", a.settings.listen);
     a.metrics = svc_metrics_new(a.settings.workers, FANOUT_VERSION);
     a.grace = evtimer_new(a.base, on_grace_expired, &a);
     a.shutdown = evtimer_new(a.base, on_shutdown_timeout, &a);
@@ -238,9 +294,13 @@ int main(int argc, char **argv)
         svc_log_error("%s", err);
         goto out;
     }
+    http_server_set_auth_new(a.server, a.auth);
+    a.auth = NULL;
     sigterm = evsignal_new(a.base, SIGTERM, on_signal, &a);
     sigint = evsignal_new(a.base, SIGINT, on_signal, &a);
-    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL)) {
+    a.sighup = evsignal_new(a.base, SIGHUP, on_reload, &a);
+    if (!sigterm || !sigint || !a.sighup || evsignal_add(sigterm, NULL) ||
+        evsignal_add(sigint, NULL) || evsignal_add(a.sighup, NULL)) {
         svc_log_error("cannot install signal handlers");
         goto out;
     }
@@ -262,6 +322,9 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (a.sighup)
+        event_free(a.sighup);
+    http_auth_free(a.auth);
     if (a.grace)
         event_free(a.grace);
     if (a.shutdown)

@@ -19,7 +19,7 @@ static const char *const batch_outcome_names[SVC_B_OUTCOMES] = {
 /* Routes and codes counted by fanout_http_requests_total; anything else is "other". */
 static const char *const routes[] = {"/v1/batch", "/healthz", "/readyz", "/metrics", "other"};
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
-static const int codes[] = {200, 400, 404, 405, 413, 415, 500, 503};
+static const int codes[] = {200, 400, 401, 404, 405, 413, 415, 500, 503};
 #define NCODES (sizeof(codes) / sizeof(codes[0]))
 
 struct svc_metrics {

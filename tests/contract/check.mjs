@@ -721,6 +721,7 @@ function coverage() {
         for (const [m, op] of operationsOf(path)) {
             for (const status of Object.keys(op.responses ?? {})) {
                 if (status === '500') unreach(path, m, status, 'out of memory');
+                if (status === '401') unreach(path, m, status, 'needs auth_file: the auth group tests 401 replies');
                 if (status === '503' && path === '/v1/batch' && !(servers.unavailable && servers.busy))
                     unreach(path, m, status, 'needs --unavailable and --busy');
                 if (status === '503' && path === '/readyz' && !servers.unavailable) unreach(path, m, status, 'needs --unavailable');

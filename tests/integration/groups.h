@@ -18,5 +18,6 @@ int it_contract(void);     /* test_contract.c: docs/openapi.yaml lints clean, re
 int it_reliability(void);   /* test_reliability.c: deadlines, cancel, client gone, db loss, SIGTERM */
 int it_observability(void); /* test_observability.c: /metrics, promtool, access log, request ids */
 int it_hostile(void);       /* test_hostile.c: malformed, oversized, truncated and slow HTTP requests */
+int it_auth(void);          /* test_auth.c: API tokens, 401s, read_only tokens, SIGHUP reload, exposure */
 
 #endif

@@ -26,6 +26,7 @@ static const struct {
     {"observability", it_observability},
     {"reliability", it_reliability},
     {"hostile", it_hostile},
+    {"auth", it_auth},
 };
 
 static bool wanted(const char *name, int argc, char **argv)
