@@ -16,6 +16,7 @@ typedef struct type_slot {
 
 struct db_conn {
     PGconn *pg;         /* the libpq connection, owned */
+    PGcancel *cancel;   /* its cancel handle, owned; NULL if libpq could not make one */
     type_slot *types;   /* the cache's slots, owned */
     size_t types_cap;   /* slots allocated, a power of two */
     size_t types_len;   /* slots in use */
@@ -249,6 +250,7 @@ db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
     }
     types_load(c, res);
     PQclear(res);
+    c->cancel = PQgetCancel(c->pg);
     db_conninfo_free(kw, val);
     return c;
 fail:
@@ -262,6 +264,7 @@ void db_conn_close(db_conn *c)
 {
     if (!c)
         return;
+    PQfreeCancel(c->cancel);
     PQfinish(c->pg);
     for (size_t i = 0; i < c->types_cap; i++)
         free(c->types[i].name);
@@ -279,10 +282,27 @@ bool db_conn_ok(const db_conn *c)
     return c && PQstatus(c->pg) == CONNECTION_OK;
 }
 
+PGcancel *db_conn_cancel_handle(db_conn *c)
+{
+    return c->cancel;
+}
+
+void db_conn_drop_notifies(db_conn *c)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg)) != NULL)
+        PQfreemem(n);
+}
+
 bool db_conn_in_transaction(const db_conn *c)
 {
     PGTransactionStatusType t = PQtransactionStatus(c->pg);
     return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+}
+
+const char *db_conn_type_cached(const db_conn *c, Oid type)
+{
+    return type_get(c, type);
 }
 
 const char *db_conn_type_name(db_conn *c, Oid type)

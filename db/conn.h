@@ -2,8 +2,9 @@
  * db_conn: one PostgreSQL connection and what fanout keeps beside it.
  *
  * A db_conn belongs to exactly one thread at a time (a worker, for the connection's whole life);
- * nothing here locks. Besides the PGconn it holds the connection's type-name cache (type OID ->
- * pg_type.typname), filled at connect time with the built-in types and lazily for others.
+ * nothing here locks, and only its cancel handle may be used by other threads too
+ * (db_conn_cancel_handle). Besides the PGconn it holds the connection's type-name cache (type
+ * OID -> pg_type.typname), filled at connect time with the built-in types and lazily for others.
  *
  * Every connection is opened with settings that shape values pinned, so replies do not depend on
  * server defaults: client_encoding=UTF8, DateStyle=ISO, IntervalStyle=postgres, bytea_output=hex,
@@ -56,6 +57,10 @@ void db_conn_close(db_conn *c);
 PGconn *db_conn_pg(db_conn *c);
 bool db_conn_ok(const db_conn *c); /* the connection is not known to be broken */
 
+/* Undo every session state change a batch can make (db/session.c); false when it failed, and
+ * the connection should not serve another batch. One round trip. */
+bool db_conn_reset(db_conn *c);
+
 /* The idle connection is still usable: polls its socket, no round trip (db/health.c). */
 bool db_conn_alive(db_conn *c);
 
@@ -63,9 +68,23 @@ bool db_conn_alive(db_conn *c);
 bool db_conn_in_transaction(const db_conn *c);
 
 /*
+ * The connection's cancel handle (PQgetCancel, made once at connect time; NULL when libpq could
+ * not make one). Any thread may pass it to PQcancel, several at once: libpq only reads it. It
+ * lives until db_conn_close, so a thread other than the owner must be done with it by then.
+ */
+PGcancel *db_conn_cancel_handle(db_conn *c);
+
+/* Free every LISTEN notification libpq has collected: fanout delivers none, and they would
+ * otherwise pile up in libpq's memory for the connection's life. Owner thread only. */
+void db_conn_drop_notifies(db_conn *c);
+
+/*
  * The pg_type name of a type OID, from the cache; on a miss asks the server (one round trip,
  * then cached). Returns "unknown" when the server cannot say. The string lives as long as c.
  */
 const char *db_conn_type_name(db_conn *c, Oid type);
+
+/* The type's name when the cache holds it, else NULL; never a round trip. */
+const char *db_conn_type_cached(const db_conn *c, Oid type);
 
 #endif

@@ -1,9 +1,33 @@
 /*
  * db_exec: one statement on the calling worker's connection -> one JSON result object.
- * See exec.h. Runs on the worker that owns the db_conn.
+ * See exec.h. Runs on the worker that owns the db_conn; touches no other thread's data except
+ * the batch's reply_bytes counter (atomic).
+ *
+ * Row by row: PQsendQueryParams + PQsetSingleRowMode; each row is encoded into `out` as it
+ * arrives and its PGresult cleared at once, so a statement holds one row of libpq memory plus
+ * its own JSON, which max_rows and max_reply_bytes bound. The object's head (command, row_count,
+ * truncated, columns) is known only at the end: it is written then and moved in front of the
+ * rows (one memmove of this statement's bytes), so the JSON is the same as from a whole result.
+ *
+ * Stopping early. Past max_rows, or where the reply would pass max_reply_bytes, the rest of the
+ * result is unwanted. A cancel (PQcancel on the connection's handle) spares the server the work
+ * but aborts the statement and its transaction, so:
+ *   - too large: always cancelled, the query fails anyway;
+ *   - max_rows: cancelled only when the caller says aborting loses nothing (cancel_at_max_rows)
+ *     and every column's type name is cached (the aborted transaction could not look one up).
+ *     Otherwise the remaining rows are read and dropped: a truncated query inside a transaction
+ *     keeps the transaction, and an INSERT .. RETURNING keeps its rows.
+ * Either way PQgetResult is drained to NULL before returning, and the 57014 our cancel causes is
+ * ignored. A statement cancelled before its command tag is reported as a "SELECT".
+ *
+ * No stray cancel: PQcancel returns only after the server has signalled the backend, and the
+ * drain reads on to the backend's ReadyForQuery. A signal the backend takes after the statement
+ * ended finds it waiting for a command, where PostgreSQL drops a cancel: no later statement on
+ * this connection can be hit.
  */
 #include "db/exec.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -59,69 +83,285 @@ static void put_sql_error(db_buf *out, const PGresult *res)
                         PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME));
 }
 
-/* The result set's columns and rows, with column names escaped once, not once per row. */
-static void put_rows(db_conn *c, db_buf *out, const PGresult *res, int nrows,
-                     const db_exec_opts *opts)
+/* Why rows are no longer written to out. */
+typedef enum stop_reason {
+    STOP_NONE = 0,  /* still writing every row */
+    STOP_MAX_ROWS,  /* a row past max_rows arrived: the result is truncated */
+    STOP_TOO_LARGE, /* the reply would pass max_reply_bytes: the query fails */
+    STOP_OOM        /* out could not grow (out->oom): the reply is lost anyway */
+} stop_reason;
+
+/* One statement's row set while it streams in. Lives on the worker's stack for one call. */
+typedef struct reader {
+    db_conn *c;               /* the worker's connection */
+    const db_exec_opts *opts; /* the caller's options */
+    db_buf *out;              /* the caller's buffer */
+    size_t start;             /* out->len before the statement: its bytes begin here */
+    PGresult *meta;           /* the row set's columns without rows, owned; NULL until seen */
+    db_buf keys;              /* "name": for each column back to back (object rows only) */
+    size_t *key_end;          /* end of each column's key in keys, owned; NULL: array rows */
+    long nrows;               /* rows written to out */
+    stop_reason stop;         /* why rows are no longer written */
+    bool cancelled;           /* our cancel request reached the server */
+} reader;
+
+/* First sight of the row set: keep its columns, and escape the names once for object rows. */
+static bool start_rows(reader *rd, const PGresult *res)
 {
     int ncols = PQnfields(res);
-    db_buf keys = DB_BUF_INIT; /* "name": for each column, back to back (object rows only) */
-    size_t *key_end = NULL;
 
-    db_buf_puts(out, "\"columns\":[");
+    rd->meta = PQcopyResult(res, PG_COPYRES_ATTRS);
+    if (!rd->meta)
+        return false;
+    if (!rd->opts->rows_as_objects || ncols == 0)
+        return true;
+    rd->key_end = malloc((size_t)ncols * sizeof(*rd->key_end));
+    if (!rd->key_end)
+        return false;
     for (int j = 0; j < ncols; j++) {
         const char *name = PQfname(res, j);
-        Oid type = PQftype(res, j);
+        db_buf_json_string(&rd->keys, name, strlen(name));
+        db_buf_putc(&rd->keys, ':');
+        rd->key_end[j] = rd->keys.len;
+    }
+    return !rd->keys.oom;
+}
+
+/* The reply would pass its limit with len more bytes than the batch has accepted so far. */
+static bool over_limit(const db_exec_opts *o, size_t len)
+{
+    if (!o->reply_bytes)
+        return false;
+    size_t accepted = atomic_load_explicit(o->reply_bytes, memory_order_relaxed);
+    return accepted > o->max_reply_bytes || len > o->max_reply_bytes - accepted;
+}
+
+/*
+ * Count a finished result's len bytes into the batch's reply unless that passes the limit.
+ * Compare-and-swap, so two workers cannot both take the last room. Relaxed: the counter
+ * publishes no other data.
+ */
+static bool accept_bytes(const db_exec_opts *o, size_t len)
+{
+    if (!o->reply_bytes)
+        return true;
+    size_t accepted = atomic_load_explicit(o->reply_bytes, memory_order_relaxed);
+    do {
+        if (accepted > o->max_reply_bytes || len > o->max_reply_bytes - accepted)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(o->reply_bytes, &accepted, accepted + len,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    return true;
+}
+
+/* Write row i of res to out, or say why not. */
+static stop_reason put_row(reader *rd, const PGresult *res, int i)
+{
+    db_buf *out = rd->out;
+    int ncols = PQnfields(res);
+
+    if (!rd->meta && !start_rows(rd, res)) {
+        out->oom = true;
+        return STOP_OOM;
+    }
+    if (rd->nrows >= rd->opts->max_rows)
+        return STOP_MAX_ROWS;
+    if (rd->nrows++)
+        db_buf_putc(out, ',');
+    db_buf_putc(out, rd->key_end ? '{' : '[');
+    for (int j = 0; j < ncols; j++) {
         if (j)
             db_buf_putc(out, ',');
-        db_buf_puts(out, "{\"name\":");
-        db_buf_json_string(out, name, strlen(name));
-        db_buf_puts(out, ",\"type\":");
-        const char *tname = db_conn_type_name(c, type);
-        db_buf_json_string(out, tname, strlen(tname));
-        db_buf_puts(out, ",\"type_oid\":");
-        db_buf_long(out, type);
-        db_buf_putc(out, '}');
+        if (rd->key_end) {
+            size_t from = j ? rd->key_end[j - 1] : 0;
+            db_buf_append(out, rd->keys.data + from, rd->key_end[j] - from);
+        }
+        db_encode_value(out, PQftype(res, j), PQgetvalue(res, i, j),
+                        (size_t)PQgetlength(res, i, j), PQgetisnull(res, i, j),
+                        rd->opts->int8_as_number);
     }
-    db_buf_puts(out, "],\"rows\":[");
+    db_buf_putc(out, rd->key_end ? '}' : ']');
+    if (out->oom)
+        return STOP_OOM;
+    return over_limit(rd->opts, out->len - rd->start) ? STOP_TOO_LARGE : STOP_NONE;
+}
 
-    if (opts->rows_as_objects && ncols > 0) {
-        key_end = malloc((size_t)ncols * sizeof(*key_end));
-        if (!key_end) {
-            out->oom = true;
-            goto out;
-        }
-        for (int j = 0; j < ncols; j++) {
-            const char *name = PQfname(res, j);
-            db_buf_json_string(&keys, name, strlen(name));
-            db_buf_putc(&keys, ':');
-            key_end[j] = keys.len;
-        }
-        if (keys.oom) {
-            out->oom = true;
-            goto out;
-        }
+/* May this stop become a cancel on the server? (See the top of the file.) */
+static bool may_cancel(const reader *rd)
+{
+    if (rd->stop != STOP_MAX_ROWS)
+        return true;
+    if (!rd->opts->cancel_at_max_rows)
+        return false;
+    for (int j = 0; j < PQnfields(rd->meta); j++)
+        if (!db_conn_type_cached(rd->c, PQftype(rd->meta, j)))
+            return false;
+    return true;
+}
+
+/* Ask the server to stop the statement. PQcancel returns once the server has signalled the
+ * backend; when it fails, the drain reads the remaining rows instead. */
+static void cancel(reader *rd)
+{
+    PGcancel *handle = db_conn_cancel_handle(rd->c);
+    char err[256];
+
+    rd->cancelled = handle && PQcancel(handle, err, sizeof(err));
+}
+
+/* The statement ended with the error our own cancel caused (57014 query_canceled). */
+static bool ended_by_cancel(const reader *rd, const PGresult *res)
+{
+    const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    return rd->cancelled && PQresultStatus(res) == PGRES_FATAL_ERROR && code &&
+           strcmp(code, "57014") == 0;
+}
+
+/* Forget what the statement wrote to out; a buffer that held only it gives its memory back. */
+static void drop_written(reader *rd)
+{
+    db_buf *out = rd->out;
+
+    if (rd->start == 0) {
+        db_buf_free(out);
+    } else if (!out->oom) {
+        out->len = rd->start;
+        out->data[out->len] = '\0';
     }
-    for (int i = 0; i < nrows && !out->oom; i++) {
-        if (i)
-            db_buf_putc(out, ',');
-        db_buf_putc(out, key_end ? '{' : '[');
-        for (int j = 0; j < ncols; j++) {
-            if (j)
-                db_buf_putc(out, ',');
-            if (key_end) {
-                size_t start = j ? key_end[j - 1] : 0;
-                db_buf_append(out, keys.data + start, key_end[j] - start);
-            }
-            db_encode_value(out, PQftype(res, j), PQgetvalue(res, i, j),
-                            (size_t)PQgetlength(res, i, j), PQgetisnull(res, i, j),
-                            opts->int8_as_number);
-        }
-        db_buf_putc(out, key_end ? '}' : ']');
+}
+
+/* Insert p[0..n) into b at offset at, moving the bytes after it. */
+static void buf_insert(db_buf *b, size_t at, const char *p, size_t n)
+{
+    size_t tail = b->len - at;
+
+    db_buf_append(b, p, n); /* makes the room; the bytes are put in place below */
+    if (b->oom)
+        return;
+    memmove(b->data + at + n, b->data + at, tail);
+    memcpy(b->data + at, p, n);
+}
+
+/*
+ * Complete the row set's object around the rows already in out: its head (known only now, and
+ * moved in front of the rows) and its tail. Type names may cost a round trip: the connection is
+ * idle by now.
+ */
+static void finish_rows(reader *rd, const char *id, const char *word, size_t wlen,
+                        double started)
+{
+    db_buf head = DB_BUF_INIT;
+    const PGresult *m = rd->meta;
+
+    db_buf_putc(&head, '{');
+    put_id(&head, id);
+    db_buf_puts(&head, "\"command\":");
+    db_buf_json_string(&head, word, wlen);
+    db_buf_puts(&head, ",\"row_count\":");
+    db_buf_long(&head, rd->nrows);
+    db_buf_puts(&head, rd->stop == STOP_MAX_ROWS ? ",\"truncated\":true,"
+                                                 : ",\"truncated\":false,");
+    db_buf_puts(&head, "\"columns\":[");
+    for (int j = 0; j < PQnfields(m); j++) {
+        const char *name = PQfname(m, j);
+        const char *tname = db_conn_type_name(rd->c, PQftype(m, j));
+        if (j)
+            db_buf_putc(&head, ',');
+        db_buf_puts(&head, "{\"name\":");
+        db_buf_json_string(&head, name, strlen(name));
+        db_buf_puts(&head, ",\"type\":");
+        db_buf_json_string(&head, tname, strlen(tname));
+        db_buf_puts(&head, ",\"type_oid\":");
+        db_buf_long(&head, PQftype(m, j));
+        db_buf_putc(&head, '}');
     }
-    db_buf_putc(out, ']');
-out:
-    free(key_end);
-    db_buf_free(&keys);
+    db_buf_puts(&head, "],\"rows\":[");
+    if (head.oom)
+        rd->out->oom = true;
+    else
+        buf_insert(rd->out, rd->start, head.data, head.len);
+    db_buf_puts(rd->out, "],\"elapsed_ms\":");
+    db_buf_double(rd->out, now_ms() - started, 3);
+    db_buf_putc(rd->out, '}');
+    db_buf_free(&head);
+}
+
+static void put_too_large(db_buf *out, const char *id, size_t max)
+{
+    char message[128];
+    snprintf(message, sizeof(message),
+             "the result would make the reply larger than max_response_bytes (%zu bytes)", max);
+    db_result_error(out, id, "result_too_large", message);
+}
+
+/*
+ * The statement returned rows (or our cancel ended it): complete its object, or put
+ * result_too_large in its place when it does not fit the reply.
+ */
+static db_status finish_row_set(reader *rd, const char *id, PGresult *last, bool by_cancel,
+                                double started)
+{
+    const char *word = "SELECT"; /* cancelled before its command tag: nearly always a SELECT
+                                    (a read-only transaction allows little else) */
+    size_t wlen = strlen(word);
+
+    if (rd->stop == STOP_OOM || (!rd->meta && !start_rows(rd, last))) {
+        rd->out->oom = true; /* the batch's reply reports it */
+        return DB_SQL_ERROR;
+    }
+    if (!by_cancel)
+        wlen = db_command_word(PQcmdStatus(last), &word);
+    if (rd->stop != STOP_TOO_LARGE) {
+        finish_rows(rd, id, word, wlen, started);
+        if (accept_bytes(rd->opts, rd->out->len - rd->start))
+            return DB_OK;
+    }
+    drop_written(rd);
+    put_too_large(rd->out, id, rd->opts->max_reply_bytes);
+    return DB_RESULT_TOO_LARGE;
+}
+
+/* A statement without rows (INSERT, CREATE, SET, ...). */
+static void put_command(reader *rd, const char *id, PGresult *res, double started)
+{
+    db_buf *out = rd->out;
+    const char *word, *affected = PQcmdTuples(res);
+    size_t wlen = db_command_word(PQcmdStatus(res), &word);
+
+    db_buf_putc(out, '{');
+    put_id(out, id);
+    db_buf_puts(out, "\"command\":");
+    db_buf_json_string(out, word, wlen);
+    db_buf_puts(out, ",\"row_count\":");
+    db_buf_puts(out, *affected ? affected : "0");
+    db_buf_puts(out, ",\"elapsed_ms\":");
+    db_buf_double(out, now_ms() - started, 3);
+    db_buf_putc(out, '}');
+    if (rd->opts->reply_bytes) /* tiny and already done on the server: counted, never refused */
+        atomic_fetch_add_explicit(rd->opts->reply_bytes, out->len - rd->start,
+                                  memory_order_relaxed);
+}
+
+/* The statement failed: drop its rows and say why. */
+static db_status put_failure(reader *rd, const char *id, PGconn *pg, const PGresult *last)
+{
+    db_buf *out = rd->out;
+
+    drop_written(rd);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        put_conn_lost(out, id, pg);
+        return DB_CONN_LOST;
+    }
+    if (rd->stop == STOP_TOO_LARGE) { /* failing after we gave up on it changes nothing */
+        put_too_large(out, id, rd->opts->max_reply_bytes);
+        return DB_RESULT_TOO_LARGE;
+    }
+    db_buf_putc(out, '{');
+    put_id(out, id);
+    db_buf_puts(out, "\"error\":");
+    put_sql_error(out, last);
+    db_buf_putc(out, '}');
+    return DB_SQL_ERROR;
 }
 
 /*
@@ -148,47 +388,45 @@ db_status db_exec_query(db_conn *c, const char *id, const char *sql, int nparams
 {
     PGconn *pg = db_conn_pg(c);
     double started = now_ms();
-    PGresult *res = PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    db_status status = DB_OK;
+    reader rd = {.c = c, .opts = opts, .out = out, .start = out->len, .keys = DB_BUF_INIT};
+    PGresult *res, *last = NULL; /* last: the statement's outcome, its final non-row result */
+    ExecStatusType st;
+    db_status status = DB_SQL_ERROR;
+    bool by_cancel;
 
-    switch (st) {
-    case PGRES_TUPLES_OK:
-    case PGRES_COMMAND_OK: {
-        const char *word = NULL;
-        size_t wlen = db_command_word(PQcmdStatus(res), &word);
-        bool rowset = st == PGRES_TUPLES_OK;
-        int ntuples = PQntuples(res);
-        int nrows = rowset && ntuples > opts->max_rows ? (int)opts->max_rows : ntuples;
-        const char *affected = PQcmdTuples(res);
-
-        db_buf_putc(out, '{');
-        put_id(out, id);
-        db_buf_puts(out, "\"command\":");
-        db_buf_json_string(out, word ? word : "", wlen);
-        db_buf_puts(out, ",\"row_count\":");
-        if (rowset)
-            db_buf_long(out, nrows);
-        else
-            db_buf_puts(out, *affected ? affected : "0");
-        if (rowset) {
-            db_buf_puts(out, nrows < ntuples ? ",\"truncated\":true," : ",\"truncated\":false,");
-            put_rows(c, out, res, nrows, opts);
+    if (PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0))
+        (void)PQsetSingleRowMode(pg); /* cannot fail right after a send */
+    /* Read to the end (NULL) whatever happens: then the statement is over on the server. */
+    while ((res = PQgetResult(pg)) != NULL) {
+        st = PQresultStatus(res);
+        if (st == PGRES_SINGLE_TUPLE) {
+            if (rd.stop == STOP_NONE && (rd.stop = put_row(&rd, res, 0)) != STOP_NONE &&
+                may_cancel(&rd))
+                cancel(&rd);
+            PQclear(res);
+            continue;
         }
-        db_buf_puts(out, ",\"elapsed_ms\":");
-        db_buf_double(out, now_ms() - started, 3);
-        db_buf_putc(out, '}');
-        break;
+        PQclear(last);
+        last = res;
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+            break; /* PQgetResult would return it again and again: finish_copy ends it */
     }
+    st = PQresultStatus(last);
+    by_cancel = ended_by_cancel(&rd, last);
+    switch (by_cancel ? PGRES_TUPLES_OK : st) {
+    case PGRES_TUPLES_OK:
+        status = finish_row_set(&rd, id, last, by_cancel, started);
+        break;
+    case PGRES_COMMAND_OK:
+        put_command(&rd, id, last, started);
+        status = DB_OK;
+        break;
     case PGRES_EMPTY_QUERY:
         db_result_error(out, id, "empty_query", "the query is empty");
-        status = DB_SQL_ERROR;
         break;
     case PGRES_COPY_IN:
     case PGRES_COPY_OUT:
     case PGRES_COPY_BOTH:
-        PQclear(res);
-        res = NULL;
         if (!finish_copy(pg, st)) {
             put_conn_lost(out, id, pg);
             status = DB_CONN_LOST;
@@ -196,23 +434,16 @@ db_status db_exec_query(db_conn *c, const char *id, const char *sql, int nparams
         }
         db_result_error(out, id, "unsupported",
                         "COPY FROM STDIN and COPY TO STDOUT are not supported by fanout");
-        status = DB_SQL_ERROR;
         break;
     default:
-        if (PQstatus(pg) != CONNECTION_OK) {
-            put_conn_lost(out, id, pg);
-            status = DB_CONN_LOST;
-            break;
-        }
-        db_buf_putc(out, '{');
-        put_id(out, id);
-        db_buf_puts(out, "\"error\":");
-        put_sql_error(out, res);
-        db_buf_putc(out, '}');
-        status = DB_SQL_ERROR;
+        status = put_failure(&rd, id, pg, last);
         break;
     }
-    PQclear(res);
+    PQclear(last);
+    PQclear(rd.meta);
+    free(rd.key_end);
+    db_buf_free(&rd.keys);
+    db_conn_drop_notifies(c);
     return status;
 }
 
@@ -222,7 +453,8 @@ db_status db_exec_command(db_conn *c, const char *sql, db_buf *err)
     PGresult *res = PQexec(pg, sql);
     db_status status = DB_OK;
 
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         status = PQstatus(pg) == CONNECTION_OK ? DB_SQL_ERROR : DB_CONN_LOST;
         if (err && status == DB_SQL_ERROR)
             put_sql_error(err, res);
@@ -230,5 +462,6 @@ db_status db_exec_command(db_conn *c, const char *sql, db_buf *err)
             db_encode_error(err, "db_unavailable", "the database connection was lost");
     }
     PQclear(res);
+    db_conn_drop_notifies(c);
     return status;
 }

@@ -3,12 +3,17 @@
  *
  * Called on the worker thread that owns the connection. Every PGresult is cleared before these
  * functions return: nothing from libpq outlives the call, only the bytes written to the db_buf.
- * Parameters always travel separately from the SQL text (PQexecParams), never spliced into it.
+ * Parameters always travel separately from the SQL text (PQsendQueryParams), never spliced into
+ * it. Rows are read and encoded one at a time, so memory follows the limits (max_rows,
+ * max_reply_bytes), not the size of the result; LISTEN notifications are dropped after each
+ * statement.
  */
 #ifndef FANOUT_DB_EXEC_H
 #define FANOUT_DB_EXEC_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "db/buf.h"
 #include "db/conn.h"
@@ -17,13 +22,22 @@ typedef enum db_status {
     DB_OK = 0,       /* the statement succeeded; out holds its result object */
     DB_SQL_ERROR,    /* the server (or fanout, for COPY/empty statements) refused it; the
                         connection is still usable; out holds {"error":{...}} */
-    DB_CONN_LOST     /* the connection broke; out holds a db_unavailable error */
+    DB_CONN_LOST,    /* the connection broke; out holds a db_unavailable error */
+    DB_RESULT_TOO_LARGE /* the result would push the reply past max_reply_bytes: the statement
+                           was cancelled (its transaction is aborted); out holds a
+                           result_too_large error; the connection is still usable */
 } db_status;
 
 typedef struct db_exec_opts {
     bool rows_as_objects; /* rows as {"col": value} instead of [value, ...] */
     bool int8_as_number;  /* int8 as a JSON number instead of a string */
     long max_rows;        /* rows beyond this are cut and the result marked truncated */
+    bool cancel_at_max_rows; /* aborting the statement loses nothing (it runs alone in a
+                                read-only transaction): at max_rows cancel it on the server
+                                instead of reading and dropping the rest */
+    _Atomic size_t *reply_bytes; /* result bytes already accepted into the reply, shared by
+                                    every worker of the batch (and grown here); NULL: no limit */
+    size_t max_reply_bytes;      /* the most *reply_bytes may reach, bytes */
 } db_exec_opts;
 
 /*
@@ -31,13 +45,16 @@ typedef struct db_exec_opts {
  *   {"id":..,"command":..,"row_count":..,"truncated":..,"columns":[..],"rows":[..],"elapsed_ms":..}
  * (id only when id != NULL; truncated, columns and rows only for statements returning rows), or
  *   {"id":..,"error":{"code":..,"message":..,...}}
+ * A successful result's length is added to *opts->reply_bytes. The statement has ended on the
+ * server when this returns, even when it was cancelled.
  */
 db_status db_exec_query(db_conn *c, const char *id, const char *sql, int nparams,
                         const char *const *params, const db_exec_opts *opts, db_buf *out);
 
 /*
- * Run a parameterless control statement (BEGIN ..., COMMIT, ROLLBACK). On failure, when err is
- * not NULL, append the error object ({"code":..,"message":..,...}, no wrapper) to it.
+ * Run parameterless control statements (BEGIN ..., COMMIT, ROLLBACK; several separated by ';'
+ * run in one round trip, and the last one's result decides). On failure, when err is not NULL,
+ * append the error object ({"code":..,"message":..,...}, no wrapper) to it.
  */
 db_status db_exec_command(db_conn *c, const char *sql, db_buf *err);
 

@@ -18,8 +18,7 @@ bool db_conn_alive(db_conn *c)
         /* Readable while idle: a notification, or the end. Read it and see which. */
         if (!PQconsumeInput(pg))
             return false;
-        for (PGnotify *n; (n = PQnotifies(pg)) != NULL;)
-            PQfreemem(n);
+        db_conn_drop_notifies(c);
     }
     return PQstatus(pg) == CONNECTION_OK;
 }

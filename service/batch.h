@@ -72,6 +72,7 @@ struct svc_batch {
     atomic_int remaining;       /* jobs not yet released by a worker; 0 hands the batch back */
     atomic_int failures;        /* queries that did not succeed (for the batch outcome metric) */
     _Atomic size_t reply_bytes; /* result bytes accepted into the reply (max_response_bytes) */
+    size_t max_reply_bytes;     /* setting max_response_bytes; read-only once queued */
     bool committed;             /* transaction mode: COMMIT succeeded (written by its worker) */
     db_buf commit_error;        /* transaction mode: COMMIT's error object, empty if none */
     svc_batch *next;            /* link in the pool's completion list (guarded by its lock) */

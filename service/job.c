@@ -61,7 +61,13 @@ static bool abandoned(const run_ctx *r)
 
 static svc_query_outcome outcome_of(db_status st)
 {
-    return st == DB_OK ? SVC_Q_OK : st == DB_SQL_ERROR ? SVC_Q_SQL_ERROR : SVC_Q_DB_UNAVAILABLE;
+    switch (st) {
+    case DB_OK: return SVC_Q_OK;
+    case DB_SQL_ERROR: return SVC_Q_SQL_ERROR;
+    case DB_RESULT_TOO_LARGE: return SVC_Q_RESULT_TOO_LARGE;
+    case DB_CONN_LOST: break;
+    }
+    return SVC_Q_DB_UNAVAILABLE;
 }
 
 /* Run query i into its slot, timing it; the caller counts the outcome. */
@@ -70,7 +76,11 @@ static db_status run_query(run_ctx *r, int i)
     const http_query *q = &r->d->queries[i];
     db_exec_opts opts = {.rows_as_objects = r->d->rows_as_objects,
                          .int8_as_number = r->d->int8_as_number,
-                         .max_rows = r->d->max_rows};
+                         .max_rows = r->d->max_rows,
+                         /* alone in a read-only transaction: cancelling it loses nothing */
+                         .cancel_at_max_rows = r->d->read_only && r->d->mode == HTTP_MODE_PARALLEL,
+                         .reply_bytes = &r->b->reply_bytes,
+                         .max_reply_bytes = r->b->max_reply_bytes};
     uint64_t t0 = now_ns();
     db_status st = db_exec_query(r->conn, q->id, q->sql, q->nparams,
                                  (const char *const *)q->params, &opts, &r->b->slots[i]);
@@ -107,7 +117,9 @@ static db_status run_parallel(run_ctx *r, int i)
     db_status st;
 
     if (r->d->read_only) {
-        st = db_exec_command(r->conn, "BEGIN READ ONLY", &err);
+        /* The SELECT takes the transaction's first snapshot before any client statement, so a
+         * query can no longer switch it to read-write (SET transaction_read_only = off). */
+        st = db_exec_command(r->conn, "BEGIN READ ONLY; SELECT 1", &err);
         if (st != DB_OK) {
             put_command_error(&r->b->slots[i], r->d->queries[i].id, st, &err);
             count(r, outcome_of(st));
@@ -115,6 +127,13 @@ static db_status run_parallel(run_ctx *r, int i)
         }
     }
     st = run_query(r, i);
+    if (st == DB_OK && r->d->read_only && !db_conn_in_transaction(r->conn)) {
+        /* COMMIT/ROLLBACK as the query ended the read-only transaction: say so. */
+        db_buf_reset(&r->b->slots[i]);
+        db_result_error(&r->b->slots[i], r->d->queries[i].id, "transaction_ended",
+                        "this query ended the read-only transaction");
+        st = DB_SQL_ERROR;
+    }
     count(r, outcome_of(st));
     if (st != DB_CONN_LOST && db_conn_in_transaction(r->conn)) {
         const char *end = r->d->read_only && st == DB_OK ? "COMMIT" : "ROLLBACK";
@@ -135,12 +154,13 @@ static db_status run_transaction(run_ctx *r)
     svc_batch *b = r->b;
     const http_batch_req *d = r->d;
     db_buf err = DB_BUF_INIT;
-    char begin[64];
+    char begin[96];
     int i = 0;
     db_status st;
 
+    /* Read-only: take the first snapshot at once (see run_parallel). */
     snprintf(begin, sizeof(begin), "BEGIN ISOLATION LEVEL %s%s", isolation_sql[d->isolation],
-             d->read_only ? " READ ONLY" : "");
+             d->read_only ? " READ ONLY; SELECT 1" : "");
     st = db_exec_command(r->conn, begin, &err);
     if (st != DB_OK) {
         put_command_error(&b->slots[0], d->queries[0].id, st, &err);

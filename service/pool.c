@@ -42,7 +42,7 @@ typedef struct worker {
     int id;                  /* 0-based, for log lines */
     bool started;            /* thread was created (so stop joins it) */
     pthread_mutex_t cancel_lock; /* guards cancel and running_seq (see the top) */
-    PGcancel *cancel;        /* for the current connection; NULL while disconnected */
+    PGcancel *cancel;        /* the current connection's (owned by it); NULL while disconnected */
     uint64_t running_seq;    /* run number of the job it is running; 0 between jobs */
     uint64_t next_seq;       /* run numbers handed out (worker thread only) */
     atomic_bool exited;      /* its thread has returned */
@@ -179,16 +179,13 @@ static db_conn *connect_with_backoff(worker *w)
     return NULL;
 }
 
-/* Install or drop the connection the cancellers may cancel on (under cancel_lock). */
+/* Install or drop the connection the cancellers may cancel on (under cancel_lock; the handle
+ * belongs to the db_conn, which outlives it here: the worker clears it before closing). */
 static void set_connection(worker *w, db_conn *conn)
 {
-    PGcancel *fresh = conn ? PQgetCancel(db_conn_pg(conn)) : NULL;
     pthread_mutex_lock(&w->cancel_lock);
-    PGcancel *old = w->cancel;
-    w->cancel = fresh;
+    w->cancel = conn ? db_conn_cancel_handle(conn) : NULL;
     pthread_mutex_unlock(&w->cancel_lock);
-    if (old)
-        PQfreeCancel(old);
     atomic_store_explicit(&w->stats->connected, conn != NULL, memory_order_relaxed);
 }
 
@@ -283,6 +280,11 @@ static void *worker_main(void *arg)
         }
         set_running(w, 0);
         release(p, job->batch);
+        /* After the hand-back, so the reply does not wait for it. */
+        if (conn && p->settings->reset_sessions && !db_conn_reset(conn)) {
+            svc_log_warn("worker %d: session reset failed; reconnecting", w->id);
+            drop_connection(w, &conn);
+        }
     }
     if (conn)
         drop_connection(w, &conn);
@@ -338,6 +340,7 @@ svc_submit_status svc_pool_submit(svc_pool *p, svc_batch *b)
 {
     if (atomic_load(&p->connected) == 0)
         return SVC_DB_UNAVAILABLE;
+    b->max_reply_bytes = (size_t)p->settings->max_response_bytes;
     for (int i = 0; i < b->njobs; i++)
         clock_gettime(CLOCK_MONOTONIC, &b->jobs[i].queued);
     if (!svc_queue_push_all(p->queue, b->jobs, sizeof(*b->jobs), (size_t)b->njobs))

@@ -1,0 +1,348 @@
+/*
+ * Result limits and what must not pile up: max_rows cuts a result (cancelling it on the server
+ * when that loses nothing, reading and dropping the rest otherwise) and leaves the connection
+ * clean for the next query; max_response_bytes turns the result that would push a reply past it
+ * into result_too_large while the others keep their rows; memory follows the limits, not the
+ * result size; LISTEN notifications do not accumulate.
+ *
+ * Two servers: `cut` (--workers 1 --max-rows 100, so every batch runs on one connection, where a
+ * stray cancel or piled-up notifications would show) and `small` (--max-response-bytes 1 MiB).
+ * Memory is read from /proc/PID/status. A sanitizer's quarantine keeps freed memory resident,
+ * which would hide exactly what these checks look for, so the group starts its servers with a
+ * small ASan quarantine (ASAN_OPTIONS is otherwise passed on as it is).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/integration/groups.h"
+#include "tests/integration/harness.h"
+
+#define MIB (1024L * 1024L)
+#define SMALL_LIMIT "1048576"
+
+static fx_server cut = {.pid = -1};
+static fx_server small = {.pid = -1};
+static char *saved_asan; /* ASAN_OPTIONS before the group, restored after (NULL: unset) */
+
+static int group_setup(void **state)
+{
+    static const char *const cut_args[] = {"--workers", "1", "--max-rows", "100", NULL};
+    static const char *const small_args[] = {"--workers", "2", "--max-response-bytes", SMALL_LIMIT,
+                                             "--max-rows", "1000000", NULL};
+    const fx_opts cut_opts = {.args = cut_args}, small_opts = {.args = small_args};
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[1024];
+    (void)state;
+
+    saved_asan = asan ? strdup(asan) : NULL;
+    snprintf(opts, sizeof(opts), "%s%squarantine_size_mb=4", asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    if (!fx_sql_ok(false, "DROP TABLE IF EXISTS fx_limits; CREATE TABLE fx_limits (id int)"))
+        return -1;
+    return fx_start(&cut, &cut_opts) && fx_start(&small, &small_opts) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    fx_kill(&cut);
+    fx_kill(&small);
+    if (saved_asan)
+        setenv("ASAN_OPTIONS", saved_asan, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+    free(saved_asan);
+    return fx_sql_ok(false, "DROP TABLE IF EXISTS fx_limits") ? 0 : -1;
+}
+
+/* A line "Name:   N kB" of /proc/PID/status, in bytes; -1 when it cannot be read. */
+static long proc_kb(const fx_server *s, const char *name)
+{
+    char path[64], line[256];
+    long kb = -1;
+    size_t n = strlen(name);
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, name, n) == 0 && line[n] == ':')
+            kb = strtol(line + n + 1, NULL, 10);
+    if (f)
+        fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+/* A one-query batch, which must get a 200 reply; returns the reply. */
+static json_t *one(int port, const char *sql, bool read_only)
+{
+    return FX_BATCHJ(port, json_pack("{s:[{s:s}],s:b}", "queries", "sql", sql, "read_only", read_only));
+}
+
+/* Quick queries right after a cut: each must come back whole, with its own value. */
+static void expect_quick_queries(int port, int n, const char *after)
+{
+    for (int i = 0; i < n; i++) {
+        char want[16];
+        snprintf(want, sizeof(want), "%d", i);
+        json_t *req = json_pack("{s:[{s:s,s:[s]}]}", "queries", "sql",
+                                "SELECT $1::int + count(*)::int - 20000 AS n FROM generate_series(1, 20000)",
+                                "params", want);
+        json_t *doc = FX_BATCHJ(port, req);
+        if (fx_at(doc, "results.0.error"))
+            fx_print_json(after, doc);
+        FX_EXPECT_INT(doc, "results.0.rows.0.0", i);
+        json_decref(doc);
+    }
+}
+
+/* The result at path `result` ("results.0"): command, cut after `rows` rows numbered from 1. */
+static void expect_cut(json_t *doc, const char *result, const char *command, int rows)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "%s.command", result);
+    FX_EXPECT_STR(doc, path, command);
+    snprintf(path, sizeof(path), "%s.row_count", result);
+    FX_EXPECT_INT(doc, path, rows);
+    snprintf(path, sizeof(path), "%s.truncated", result);
+    FX_EXPECT_BOOL(doc, path, true);
+    snprintf(path, sizeof(path), "%s.rows", result);
+    FX_EXPECT_LEN(doc, path, (size_t)rows);
+    snprintf(path, sizeof(path), "%s.rows.0.0", result);
+    FX_EXPECT_INT(doc, path, 1);
+    snprintf(path, sizeof(path), "%s.rows.%d.0", result, rows - 1);
+    FX_EXPECT_INT(doc, path, rows);
+}
+
+/*
+ * Read-only batches are cut by a cancel on the server. Results of several sizes (the cancel
+ * arrives mid-result or after the backend is done), each followed by quick queries on the same,
+ * only connection: a cancel that landed late would fail one of them.
+ */
+static void test_max_rows_cancel_then_next(void **state)
+{
+    static const int sizes[] = {10000, 101, 150, 1000, 10000};
+    (void)state;
+
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        char sql[128], label[64];
+        snprintf(sql, sizeof(sql), "SELECT g, md5(g::text) AS h FROM generate_series(1, %d) AS g", sizes[k]);
+        json_t *doc = one(cut.port, sql, true);
+        expect_cut(doc, "results.0", "SELECT", 100);
+        FX_EXPECT_STR(doc, "results.0.columns.1.type", "text");
+        FX_EXPECT_STR(doc, "results.0.rows.99.1", "f899139df5e1059396431415e770c6dd"); /* md5('100') */
+        json_decref(doc);
+        snprintf(label, sizeof(label), "quick query after a cut of %d rows", sizes[k]);
+        expect_quick_queries(cut.port, 10, label);
+    }
+}
+
+/*
+ * The cancel really stops the statement: past row 150 every row sleeps 50 ms, so reading the
+ * 10,000 rows to the end would take over 8 minutes. The reply comes at once and the backend is
+ * done with it by then.
+ */
+static void test_max_rows_cancel_is_quick(void **state)
+{
+    const char *sql = "SELECT g, repeat('x', 1000) AS pad, CASE WHEN g > 150 THEN pg_sleep(0.05) END AS nap "
+                      "FROM generate_series(1, 10000) AS g";
+    (void)state;
+
+    double t0 = fx_now();
+    json_t *doc = one(cut.port, sql, true);
+    double took = fx_now() - t0;
+    expect_cut(doc, "results.0", "SELECT", 100);
+    FX_EXPECT_STR(doc, "results.0.columns.2.type", "void");
+    json_decref(doc);
+    FX_CHECK(took < 10.0 * fx_scale(), "the cut result took %.1f s: was it read to the end?", took);
+    char *active = fx_sql_value(true, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fanout' "
+                                      "AND state = 'active' AND query LIKE '%pg_sleep(0.05)%'", 0, NULL);
+    FX_CHECK(active && strcmp(active, "0") == 0, "%s backend(s) still run the statement after the reply", active);
+    free(active);
+    expect_quick_queries(cut.port, 5, "quick query after a cancelled slow result");
+}
+
+/*
+ * Where a cancel would lose something, the rest is read and dropped instead: an INSERT ..
+ * RETURNING keeps all its rows, and a cut query inside a transaction keeps the transaction.
+ */
+static void test_max_rows_without_cancel(void **state)
+{
+    (void)state;
+
+    json_t *doc = one(cut.port, "INSERT INTO fx_limits SELECT g FROM generate_series(1, 10000) AS g RETURNING id",
+                      false);
+    expect_cut(doc, "results.0", "INSERT", 100);
+    json_decref(doc);
+    char *count = fx_sql_value(false, "SELECT count(*) FROM fx_limits", 0, NULL);
+    FX_CHECK(count && strcmp(count, "10000") == 0, "fx_limits holds %s rows, want 10000", count);
+    free(count);
+
+    doc = FX_BATCH(cut.port, "{\"mode\":\"transaction\",\"read_only\":true,\"queries\":["
+                             "{\"sql\":\"SELECT g FROM generate_series(1, 10000) AS g\"},"
+                             "{\"sql\":\"SELECT 'still here' AS s\"}]}");
+    expect_cut(doc, "results.0", "SELECT", 100);
+    FX_EXPECT_STR(doc, "results.1.rows.0.0", "still here");
+    FX_EXPECT_BOOL(doc, "committed", true);
+    json_decref(doc);
+    expect_quick_queries(cut.port, 5, "quick query after a cut without cancel");
+}
+
+/* A /metrics sample's value, or -1 when absent. */
+static double metric(int port, const char *series)
+{
+    fx_response r;
+    double v = -1;
+    if (!fx_http(port, "GET", "/metrics", NULL, NULL, 0, &r))
+        return -1;
+    size_t n = strlen(series);
+    for (const char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, series, n) == 0 && p[n] == ' ')
+            v = strtod(p + n + 1, NULL);
+    fx_response_free(&r);
+    return v;
+}
+
+#define TOO_LARGE_METRIC "fanout_queries_total{outcome=\"result_too_large\"}"
+/* About 5 MB of rows: more than the 1 MiB limit on its own. */
+#define BIG_SQL "SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 5000) AS g"
+
+static void test_too_large_alone(void **state)
+{
+    (void)state;
+    double before = metric(small.port, TOO_LARGE_METRIC);
+
+    json_t *doc = FX_BATCH(small.port, "{\"queries\":[{\"id\":\"a\",\"sql\":\"SELECT 1 AS one\"},"
+                                       "{\"id\":\"big\",\"sql\":\"" BIG_SQL "\"},"
+                                       "{\"id\":\"c\",\"sql\":\"SELECT g FROM generate_series(1, 3) AS g\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 1);
+    FX_EXPECT_STR(doc, "results.1.id", "big");
+    FX_EXPECT_STR(doc, "results.1.error.code", "result_too_large");
+    FX_EXPECT_KIND(doc, "results.1.error.message", "string");
+    FX_EXPECT_ABSENT(doc, "results.1.rows");
+    FX_EXPECT_LEN(doc, "results.2.rows", 3);
+    json_decref(doc);
+
+    /* In a transaction it fails the transaction like any error. */
+    doc = FX_BATCH(small.port, "{\"mode\":\"transaction\",\"queries\":[{\"sql\":\"SELECT 1 AS one\"},"
+                               "{\"sql\":\"" BIG_SQL "\"},{\"sql\":\"SELECT 3 AS three\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 1);
+    FX_EXPECT_STR(doc, "results.1.error.code", "result_too_large");
+    FX_EXPECT_STR(doc, "results.2.error.code", "not_run");
+    FX_EXPECT_BOOL(doc, "committed", false);
+    json_decref(doc);
+
+    double after = metric(small.port, TOO_LARGE_METRIC);
+    FX_CHECK(before >= 0 && after == before + 2, "result_too_large counted %.0f -> %.0f, want +2", before, after);
+}
+
+/* Two results of about 600 KB: each fits the 1 MiB limit, both do not. Exactly one loses, also
+ * when they run at once on the two workers. */
+static void test_two_that_fit_only_alone(void **state)
+{
+    const char *q = "{\"sql\":\"SELECT g, repeat('y', 600) AS pad FROM generate_series(1, 1000) AS g\"}";
+    char body[512];
+    (void)state;
+
+    snprintf(body, sizeof(body), "{\"queries\":[%s,%s]}", q, q);
+    for (int round = 0; round < 10; round++) {
+        json_t *doc = FX_BATCH(small.port, body);
+        int failed = 0;
+        for (int i = 0; i < 2; i++) {
+            char path[64];
+            snprintf(path, sizeof(path), "results.%d.error.code", i);
+            json_t *code = fx_at(doc, path);
+            if (code) {
+                FX_EXPECT_STR(doc, path, "result_too_large");
+                failed++;
+            } else {
+                snprintf(path, sizeof(path), "results.%d.row_count", i);
+                FX_EXPECT_INT(doc, path, 1000);
+            }
+        }
+        if (failed != 1)
+            fx_print_json("reply", doc);
+        FX_CHECK(failed == 1, "round %d: %d results too large, want exactly 1", round, failed);
+        json_decref(doc);
+    }
+}
+
+/* About 500 MB of rows cut at 1 MiB: fanout's peak memory hardly moves, and the query stops. */
+static void test_memory_bounded_by_limit(void **state)
+{
+    (void)state;
+    long peak0 = proc_kb(&small, "VmHWM");
+    FX_CHECK(peak0 > 0, "cannot read VmHWM of pid %d", (int)small.pid);
+
+    double t0 = fx_now();
+    json_t *doc = FX_BATCH(small.port, "{\"queries\":[{\"sql\":\"SELECT g, repeat('x', 1000) AS pad "
+                                       "FROM generate_series(1, 500000) AS g\"},{\"sql\":\"SELECT 2 AS two\"}]}");
+    double took = fx_now() - t0;
+    FX_EXPECT_STR(doc, "results.0.error.code", "result_too_large");
+    FX_EXPECT_INT(doc, "results.1.rows.0.0", 2);
+    json_decref(doc);
+
+    long peak = proc_kb(&small, "VmHWM");
+    print_message("limits: peak RSS %ld KiB before, %ld KiB after a 500 MB result (%.2f s)\n", peak0 / 1024,
+                  peak / 1024, took);
+    FX_CHECK(peak < peak0 + 64 * MIB, "peak RSS grew from %ld to %ld KiB", peak0 / 1024, peak / 1024);
+    FX_CHECK(took < 30.0 * fx_scale(), "the cut result took %.1f s", took);
+}
+
+/*
+ * Notifications that arrive while fanout runs a statement are freed after it. A transaction-mode
+ * batch LISTENs and sends its own channel 2,000 notifications of 7 KB (14 MB): PostgreSQL
+ * delivers them right after the COMMIT, before its ReadyForQuery, so libpq collects them there.
+ * Round after round, memory stays at about one round; kept, eight rounds would add some 100 MB.
+ * (Notifications from another session behave the same, but arrive only while fanout's
+ * connection listens, which a session reset between batches may end.)
+ */
+static void test_notifications_do_not_pile_up(void **state)
+{
+    const int rounds = 8;
+    long rss1 = -1, rss = -1;
+    (void)state;
+
+    for (int round = 1; round <= rounds; round++) {
+        json_t *doc = FX_BATCH(cut.port, "{\"mode\":\"transaction\",\"queries\":[{\"sql\":\"LISTEN fx_limits_channel\"},"
+                                         "{\"sql\":\"SELECT count(pg_notify('fx_limits_channel', g || repeat('n', 7000))) "
+                                         "AS sent FROM generate_series(1, 2000) AS g\"}]}");
+        FX_EXPECT_STR(doc, "results.1.rows.0.0", "2000");
+        FX_EXPECT_BOOL(doc, "committed", true);
+        json_decref(doc);
+        rss = proc_kb(&cut, "VmRSS");
+        if (round == 1)
+            rss1 = rss;
+    }
+    json_decref(one(cut.port, "UNLISTEN *", false));
+    print_message("limits: RSS %ld KiB after the first round of notifications, %ld KiB after %d\n", rss1 / 1024,
+                  rss / 1024, rounds);
+    FX_CHECK(rss1 > 0 && rss < rss1 + 40 * MIB, "RSS grew from %ld to %ld KiB", rss1 / 1024, rss / 1024);
+}
+
+static void test_clean_exit(void **state)
+{
+    (void)state;
+    assert_true(fx_stop(&cut));
+    assert_true(fx_stop(&small));
+}
+
+int it_limits(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_max_rows_cancel_then_next),
+        cmocka_unit_test(test_max_rows_cancel_is_quick),
+        cmocka_unit_test(test_max_rows_without_cancel),
+        cmocka_unit_test(test_too_large_alone),
+        cmocka_unit_test(test_two_that_fit_only_alone),
+        cmocka_unit_test(test_memory_bounded_by_limit),
+        cmocka_unit_test(test_notifications_do_not_pile_up),
+        cmocka_unit_test(test_clean_exit),
+    };
+    return cmocka_run_group_tests_name("limits", tests, group_setup, group_teardown);
+}
