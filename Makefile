@@ -75,6 +75,7 @@ TEST_CFLAGS = -O0 -g
 # The release build comes first: -O2 finds warnings (-Werror) that -O0 does not.
 test: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory fuzz-regress
 	@$(MAKE) --no-print-directory BUILD=build/debug CFLAGS="$(TEST_CFLAGS)" check-container test-here
 
 # Validate Dockerfile and docker-compose.yml offline (no Docker engine runs on our machines).

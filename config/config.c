@@ -72,6 +72,8 @@ static const cfg_def cfg_defs[] = {
      "most parameters in one query", NULL},
     {"max_rows", CFG_T_LONG, F(max_rows), 1, 100000000, "100000", NULL,
      "most rows returned per query; a request may ask for fewer", NULL},
+    {"max_response_bytes", CFG_T_LONG, F(max_response_bytes), 1024, 4294967296LL, "67108864", NULL,
+     "largest batch reply, in bytes; a query whose rows would pass it gets result_too_large", NULL},
     {"statement_timeout_ms", CFG_T_INT, F(statement_timeout_ms), 0, 86400000, "30000", NULL,
      "statement_timeout on every connection, in ms; 0 means none", NULL},
     {"batch_timeout_ms", CFG_T_INT, F(batch_timeout_ms), 1, 86400000, "30000", NULL,
@@ -83,6 +85,8 @@ static const cfg_def cfg_defs[] = {
     {"idle_in_transaction_timeout_ms", CFG_T_INT, F(idle_in_transaction_timeout_ms), 0,
      86400000, "60000", NULL,
      "idle_in_transaction_session_timeout on every connection, in ms; 0 means none", NULL},
+    {"reset_sessions", CFG_T_BOOL, F(reset_sessions), 0, 0, "true", NULL,
+     "after each job, reset the connection's session state so no batch sees another's", NULL},
     {"shutdown_timeout_ms", CFG_T_INT, F(shutdown_timeout_ms), 0, 3600000, "10000", NULL,
      "on SIGTERM, how long in-flight batches may still run before they are cancelled, in ms",
      NULL},
@@ -109,6 +113,10 @@ static const cfg_def cfg_defs[] = {
      "whether GET /metrics needs a token like /v1/batch (only with auth_file)", NULL},
     {"allow_unauthenticated", CFG_T_BOOL, F(allow_unauthenticated), 0, 0, "false", NULL,
      "serve a non-loopback listen address without auth_file (logs a warning)", NULL},
+    {"tls_cert_file", CFG_T_STRING, F(tls_cert_file), 1, 0, NULL, NULL,
+     "PEM certificate chain for HTTPS; with tls_key_file the listener serves HTTPS only", NULL},
+    {"tls_key_file", CFG_T_STRING, F(tls_key_file), 1, 0, NULL, NULL,
+     "PEM private key of tls_cert_file, unencrypted; set both or neither", NULL},
 };
 #undef F
 #define NDEFS (sizeof cfg_defs / sizeof cfg_defs[0])
@@ -492,8 +500,8 @@ static void print_help(FILE *out)
     fprintf(out, "\nExit status:\n"
                  "  0  clean shutdown (SIGTERM/SIGINT), --help, --version, --check-config, or\n"
                  "     --healthcheck of a ready instance\n"
-                 "  1  start-up failure (cannot listen, out of memory), or --healthcheck of an\n"
-                 "     instance that is not ready or not there\n"
+                 "  1  start-up failure (cannot listen, unusable TLS certificate or key, out of\n"
+                 "     memory), or --healthcheck of an instance that is not ready or not there\n"
                  "  2  bad command line, setting or config file\n");
 }
 
@@ -637,6 +645,12 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
     if (t.max_batch_timeout_ms < t.batch_timeout_ms) {
         fail(err, errlen, "batch_timeout_ms (%d) must not exceed max_batch_timeout_ms (%d)",
              t.batch_timeout_ms, t.max_batch_timeout_ms);
+        goto out;
+    }
+    if (!t.tls_cert_file != !t.tls_key_file) {
+        fail(err, errlen, "%s is set but %s is not: HTTPS needs both (or neither, for plain HTTP)",
+             t.tls_cert_file ? "tls_cert_file" : "tls_key_file",
+             t.tls_cert_file ? "tls_key_file" : "tls_cert_file");
         goto out;
     }
     /* A batch is queued whole or refused: the largest one allowed must fit in an empty queue. */

@@ -50,11 +50,13 @@ typedef struct cfg_settings {
     int max_queries;          /* most queries in one batch */
     int max_params;           /* most parameters in one query */
     long max_rows;            /* most rows returned per query (a request may ask for fewer) */
+    long max_response_bytes;  /* largest batch reply, bytes: results past it fail (too large) */
     int statement_timeout_ms; /* server-side statement_timeout on every connection, ms (0: none) */
     int batch_timeout_ms;     /* a batch's deadline when the request names none, ms */
     int max_batch_timeout_ms; /* ceiling of a request's timeout_ms, ms */
     int lock_timeout_ms;      /* lock_timeout on every connection, ms (0: none) */
     int idle_in_transaction_timeout_ms; /* idle_in_transaction_session_timeout, ms (0: none) */
+    bool reset_sessions;      /* reset session state after every job (SET, temp tables, ...) */
     int shutdown_timeout_ms;  /* SIGTERM: how long in-flight batches may finish, ms */
     int reconnect_backoff_ms; /* first reconnect delay, ms; doubles per failure */
     int reconnect_backoff_max_ms; /* reconnect delay cap, ms */
@@ -66,6 +68,8 @@ typedef struct cfg_settings {
     char *auth_file;          /* API token file (http/auth.h format); NULL: no authentication */
     bool metrics_auth;        /* GET /metrics needs a token too (when auth_file is set) */
     bool allow_unauthenticated; /* serve a non-loopback address without auth_file (warned) */
+    char *tls_cert_file;      /* PEM certificate chain; NULL: plain HTTP. Set with tls_key_file */
+    char *tls_key_file;       /* PEM private key of tls_cert_file; NULL exactly when it is NULL */
 } cfg_settings;
 
 typedef enum cfg_status {

@@ -147,6 +147,22 @@ static db_conn *connect_once(worker *w, char *err, size_t errlen)
     return db_conn_open(&params, err, errlen);
 }
 
+/*
+ * While no worker has a connection, nothing would take queued jobs until the database returns:
+ * fail them now with db_unavailable instead (never retried: nothing of theirs was sent).
+ */
+static void fail_queued_while_down(worker *w)
+{
+    svc_pool *p = w->pool;
+    bool closed = false;
+    for (svc_job *job; atomic_load(&p->connected) == 0 &&
+                       (job = svc_queue_pop_timed(p->queue, 0, &closed)) != NULL;) {
+        if (svc_job_claim(job, w->id, 0))
+            svc_job_fail(job, "no database connection is available", w->stats);
+        release(p, job->batch);
+    }
+}
+
 /* Connect, retrying with capped exponential backoff until it works or the pool stops. */
 static db_conn *connect_with_backoff(worker *w)
 {
@@ -170,6 +186,7 @@ static db_conn *connect_with_backoff(worker *w)
                 "worker %d: cannot connect to the database: %s (%s)", w->id, err,
                 refused ? "the server refused the login: check the database setting" : "retrying");
         failures++;
+        fail_queued_while_down(w);
         if (refused)
             backoff = cap;
         if (!sleep_unless_stopping(p, backoff < cap ? backoff : cap))

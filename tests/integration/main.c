@@ -24,6 +24,8 @@ static const struct {
     {"reconnect", it_reconnect},       {"cli", it_cli},
     {"contract", it_contract},
     {"observability", it_observability},
+    {"isolation", it_isolation},
+    {"limits", it_limits},
     {"reliability", it_reliability},
     {"hostile", it_hostile},
     {"auth", it_auth},

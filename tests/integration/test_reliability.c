@@ -267,6 +267,47 @@ static void test_database_goes_and_returns(void **state)
     json_decref(doc);
 }
 
+/* Batches already queued when the database goes away are answered at once with db_unavailable,
+ * not held until it returns. */
+static void test_queued_batches_fail_when_database_goes(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server one = {.pid = -1};
+    assert_true(fx_start(&one, &opts));
+    static const char *const bodies[2] = {
+        "{\"queries\": [{\"sql\": \"SELECT pg_sleep(5)\"}]}",
+        "{\"queries\": [{\"sql\": \"SELECT 1 AS queued\"}]}",
+    };
+    fx_conn c[2];
+    for (int i = 0; i < 2; i++) {
+        char req[512];
+        int n = snprintf(req, sizeof(req),
+                         "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         "Content-Length: %zu\r\n\r\n%s", strlen(bodies[i]), bodies[i]);
+        assert_true(fx_conn_open(&c[i], one.port));
+        assert_true(fx_conn_send(&c[i], req, (size_t)n));
+        fx_sleep_ms(200);
+    }
+    double t0 = fx_now();
+    int rc = pg_control("server-stop");
+    fx_response r;
+    bool got = fx_conn_read(&c[1], false, &r);
+    double took = fx_now() - t0;
+    pg_control("server-start");
+    assert_int_equal(rc, 0);
+    FX_CHECK(got, "no reply for the queued batch");
+    print_message("database gone: the queued batch answered %.3f s after the stop\n", took);
+    FX_CHECK(r.status == 200 && strstr(r.body, "\"db_unavailable\""), "status %d: %s", r.status, r.body);
+    FX_CHECK(took < 3.0 * fx_scale(), "the queued batch waited %.3f s", took);
+    fx_response_free(&r);
+    for (int i = 0; i < 2; i++)
+        fx_conn_close(&c[i]);
+    FX_CHECK(wait_status(one.port, "/readyz", 200, 5.0 * fx_scale()) >= 0, "not ready again");
+    assert_true(fx_stop(&one));
+}
+
 /* fanout starts with the database down (not ready), and becomes ready when it appears. */
 static void test_start_with_database_down(void **state)
 {
@@ -461,6 +502,7 @@ int it_reliability(void)
         cmocka_unit_test(test_client_gone_cancels),
         cmocka_unit_test(test_overload_refused),
         cmocka_unit_test(test_database_goes_and_returns),
+        cmocka_unit_test(test_queued_batches_fail_when_database_goes),
         cmocka_unit_test(test_start_with_database_down),
         cmocka_unit_test(test_refused_login_reported),
         cmocka_unit_test(test_frozen_database),
