@@ -487,6 +487,79 @@ static void test_invalid_utf8_from_server(void **state)
     PQclear(res);
 }
 
+/* max_clients: a new client beyond the cap is answered 503 overloaded and closed; the probes
+ * stay open; a slot frees when a client leaves. */
+static void test_max_clients(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--max-clients", "2", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server s = {.pid = -1};
+    assert_true(fx_start(&s, &opts));
+    static const char get[] = "GET /v1/batch HTTP/1.1\r\nHost: t\r\n\r\n"; /* 405, keeps the connection */
+    fx_conn held[2];
+    for (int i = 0; i < 2; i++) {
+        fx_response r;
+        assert_true(fx_conn_open(&held[i], s.port));
+        assert_true(fx_conn_send(&held[i], get, sizeof(get) - 1));
+        assert_true(fx_conn_read(&held[i], false, &r));
+        FX_CHECK(r.status == 405, "client %d: %d", i, r.status);
+        fx_response_free(&r);
+    }
+    fx_response r;
+    assert_true(fx_http(s.port, "GET", "/v1/batch", NULL, NULL, 0, &r));
+    FX_CHECK(r.status == 503 && strstr(r.body, "\"overloaded\""), "third client: %d %s", r.status, r.body);
+    FX_CHECK(fx_header(&r, "Retry-After") != NULL, "no Retry-After");
+    fx_response_free(&r);
+    FX_CHECK(http_status_is(s.port, "/healthz", 200), "/healthz refused under max_clients");
+    fx_conn_close(&held[0]);
+    bool admitted = false;
+    for (int i = 0; i < 50 && !admitted; i++) {
+        fx_sleep_ms(20);
+        assert_true(fx_http(s.port, "GET", "/v1/batch", NULL, NULL, 0, &r));
+        admitted = r.status == 405;
+        fx_response_free(&r);
+    }
+    FX_CHECK(admitted, "no client admitted after one left");
+    fx_conn_close(&held[1]);
+    assert_true(fx_stop(&s));
+}
+
+/* A second SIGTERM during shutdown exits at once, without waiting for the batch in flight. */
+static void test_second_signal_exits_at_once(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--shutdown-timeout-ms", "60000", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server s = {.pid = -1};
+    assert_true(fx_start(&s, &opts));
+    static const char body[] = "{\"queries\": [{\"sql\": \"SELECT pg_sleep(30) /* second-signal */\"}]}";
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s", sizeof(body) - 1, body);
+    fx_conn c;
+    assert_true(fx_conn_open(&c, s.port));
+    assert_true(fx_conn_send(&c, req, (size_t)n));
+    double t0 = fx_now();
+    while (active_fanout_queries("%second-signal%") < 1 && fx_now() - t0 < 5)
+        fx_sleep_ms(20);
+    kill(s.pid, SIGTERM);
+    fx_sleep_ms(200);
+    FX_CHECK(fx_alive(&s), "exited on the first signal with a batch in flight");
+    double t1 = fx_now();
+    kill(s.pid, SIGTERM);
+    while (fx_alive(&s) && fx_now() - t1 < 5 * fx_scale())
+        fx_sleep_ms(20);
+    FX_CHECK(!fx_alive(&s), "still running %.1f s after the second signal", fx_now() - t1);
+    print_message("second signal: exited %.3f s after it\n", fx_now() - t1);
+    fx_conn_close(&c);
+    fx_kill(&s);
+    /* The abandoned backend goes when it notices its client left; do not wait for it. */
+    PGresult *res = fx_sql(true, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%second-signal%' AND pid <> pg_backend_pid()", 0, NULL);
+    PQclear(res);
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
@@ -508,6 +581,8 @@ int it_reliability(void)
         cmocka_unit_test(test_frozen_database),
         cmocka_unit_test(test_sigterm_cancels_after_shutdown_timeout),
         cmocka_unit_test(test_invalid_utf8_from_server),
+        cmocka_unit_test(test_max_clients),
+        cmocka_unit_test(test_second_signal_exits_at_once),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("reliability", tests, group_setup, group_teardown);
