@@ -1,7 +1,11 @@
 /*
  * http_server: evhttp set-up, routing and replies. Loop thread only; see server.h.
+ *
+ * HTTPS: with tls_cert_file and tls_key_file set, the server owns an http_tls (http/tls.h) made
+ * before the socket is bound, so the one listener speaks only TLS from its first connection.
  */
 #include "http/server.h"
+#include "http/tls.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -112,6 +116,7 @@ struct http_server {
     unsigned long long next_id;        /* next generated request id */
     conn_set clients;                  /* connections counted against max_clients */
     http_auth_table *auth;             /* tokens in force, owned; used when settings->auth_file */
+    http_tls *tls;                     /* owned; NULL: plain HTTP (no tls_cert_file) */
     bool draining;                     /* shutting down: every reply closes its connection */
 };
 
@@ -418,6 +423,12 @@ static void route(struct evhttp_request *req, void *arg)
         id = made;
     }
     evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id", id);
+    /* Never serve a connection that came without TLS to a TLS listener (see http/tls.h). */
+    if (s->tls && !http_tls_is_secure(evhttp_request_get_connection(req))) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        http_reply_error(req, 400, "bad_request", "this port serves HTTPS only");
+        return;
+    }
 
     if (s->draining)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
@@ -494,6 +505,11 @@ http_server *http_server_start(struct event_base *base, const cfg_settings *sett
                                      (settings->client_timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(s->http, &client_timeout);
     evhttp_set_gencb(s->http, route, s);
+    if (settings->tls_cert_file) {
+        if (!(s->tls = http_tls_new(settings->tls_cert_file, settings->tls_key_file, err, errlen)))
+            goto fail;
+        http_tls_attach(s->tls, s->http);
+    }
     s->bound = evhttp_bind_socket_with_handle(s->http, settings->listen_host,
                                               (ev_uint16_t)settings->listen_port);
     if (!s->bound) {
@@ -548,6 +564,7 @@ void http_server_free(http_server *s)
         the_server = NULL;
     if (s->http)
         evhttp_free(s->http); /* runs the close callbacks: the set empties */
+    http_tls_free(s->tls); /* after the connections that used it */
     free(s->clients.slot);
     http_auth_free(s->auth);
     free(s);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the Debian packages fanout needs to build, test and run; do nothing when all are present.
 set -eu
-PKGS="build-essential pkg-config libevent-dev libjansson-dev libcmocka-dev libpq-dev libssl-dev postgresql curl valgrind clang help2man docker-compose"
+PKGS="build-essential pkg-config libevent-dev libjansson-dev libcmocka-dev libpq-dev libssl-dev openssl postgresql curl valgrind clang help2man docker-compose"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

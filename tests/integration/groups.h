@@ -17,9 +17,10 @@ int it_cli(void);          /* test_cli.c: --help, --version, configuration error
 int it_contract(void);     /* test_contract.c: docs/openapi.yaml lints clean, real replies match it */
 int it_reliability(void);   /* test_reliability.c: deadlines, cancel, client gone, db loss, SIGTERM */
 int it_isolation(void);     /* test_isolation.c: no session state between batches; read-only holds */
-int it_limits(void);        /* test_limits.c: max_rows cuts, result_too_large, bounded memory, NOTIFY */
 int it_observability(void); /* test_observability.c: /metrics, promtool, access log, request ids */
 int it_hostile(void);       /* test_hostile.c: malformed, oversized, truncated and slow HTTP requests */
 int it_auth(void);          /* test_auth.c: API tokens, 401s, read_only tokens, SIGHUP reload, exposure */
+int it_tls(void);           /* test_tls.c: HTTPS with curl --cacert, TLS 1.1 and plain HTTP refused */
+int it_limits(void);        /* test_limits.c: max_rows cuts, result_too_large, bounded memory, NOTIFY */
 
 #endif

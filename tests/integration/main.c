@@ -25,10 +25,11 @@ static const struct {
     {"contract", it_contract},
     {"observability", it_observability},
     {"isolation", it_isolation},
-    {"limits", it_limits},
     {"reliability", it_reliability},
     {"hostile", it_hostile},
     {"auth", it_auth},
+    {"tls", it_tls},
+    {"limits", it_limits},
 };
 
 static bool wanted(const char *name, int argc, char **argv)

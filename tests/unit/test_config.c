@@ -727,7 +727,7 @@ static void test_fanout_conf_sync(void **state)
 {
     FILE *in = fopen("config/fanout.conf", "r");
     char *line = NULL, *text = NULL, *path;
-    size_t cap = 0, tlen = 0, i, seen[32] = {0}, keylen;
+    size_t cap = 0, tlen = 0, i, seen[128] = {0}, keylen;
     FILE *out = open_memstream(&text, &tlen);
     const char *name, *def;
     cfg_settings s;
