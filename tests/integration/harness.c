@@ -681,6 +681,22 @@ static bool conn_read(fx_conn *c, bool head, fx_response *r, bool to_eof)
     }
 }
 
+bool fx_conn_post_batch(fx_conn *c, int port, const char *body)
+{
+    char head[256];
+    size_t len = strlen(body);
+    int n = snprintf(head, sizeof(head),
+                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n", len);
+    if (!fx_conn_open(c, port))
+        return false;
+    if (!fx_conn_send(c, head, (size_t)n) || !fx_conn_send(c, body, len)) {
+        fx_conn_close(c);
+        return false;
+    }
+    return true;
+}
+
 bool fx_conn_read(fx_conn *c, bool head, fx_response *r)
 {
     return conn_read(c, head, r, false);

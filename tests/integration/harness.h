@@ -101,6 +101,9 @@ typedef struct fx_conn {
 bool fx_conn_open(fx_conn *c, int port) FX_MUSTCHECK;
 /* Send bytes as they are (a peer that closed early is not an error: read its reply next). */
 bool fx_conn_send(fx_conn *c, const char *data, size_t len) FX_MUSTCHECK;
+/* Open a connection and send POST /v1/batch with body (keep-alive), without waiting for the reply:
+ * for tests that act while the batch runs (hang up, signal, stop the database). */
+bool fx_conn_post_batch(fx_conn *c, int port, const char *body) FX_MUSTCHECK;
 /* Read exactly one response (head: the request was HEAD, so no body follows). */
 bool fx_conn_read(fx_conn *c, bool head, fx_response *r) FX_MUSTCHECK;
 void fx_conn_close(fx_conn *c);

@@ -184,13 +184,8 @@ static void test_client_gone_cancels(void **state)
 {
     (void)state;
     static const char body[] = "{\"queries\": [{\"sql\": \"SELECT pg_sleep(20) /* gone-probe */\"}]}";
-    char req[512];
-    int n = snprintf(req, sizeof(req),
-                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n%s", sizeof(body) - 1, body);
     fx_conn c;
-    assert_true(fx_conn_open(&c, srv.port));
-    assert_true(fx_conn_send(&c, req, (size_t)n));
+    assert_true(fx_conn_post_batch(&c, srv.port, body));
     double t0 = fx_now();
     while (active_fanout_queries("%gone-probe%") < 1 && fx_now() - t0 < 5)
         fx_sleep_ms(20);
@@ -213,13 +208,8 @@ static void test_overload_refused(void **state)
     fx_server small = {.pid = -1};
     assert_true(fx_start(&small, &opts));
     static const char body[] = "{\"queries\": [{\"sql\": \"SELECT pg_sleep(1)\"}, {\"sql\": \"SELECT pg_sleep(1)\"}]}";
-    char req[512];
-    int n = snprintf(req, sizeof(req),
-                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n%s", sizeof(body) - 1, body);
     fx_conn busy;
-    assert_true(fx_conn_open(&busy, small.port));
-    assert_true(fx_conn_send(&busy, req, (size_t)n));
+    assert_true(fx_conn_post_batch(&busy, small.port, body));
     fx_sleep_ms(200);
     static const char second[] = "{\"queries\": [{\"sql\": \"SELECT 1\"}, {\"sql\": \"SELECT 2\"}]}";
     fx_response r;
@@ -282,12 +272,7 @@ static void test_queued_batches_fail_when_database_goes(void **state)
     };
     fx_conn c[2];
     for (int i = 0; i < 2; i++) {
-        char req[512];
-        int n = snprintf(req, sizeof(req),
-                         "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                         "Content-Length: %zu\r\n\r\n%s", strlen(bodies[i]), bodies[i]);
-        assert_true(fx_conn_open(&c[i], one.port));
-        assert_true(fx_conn_send(&c[i], req, (size_t)n));
+        assert_true(fx_conn_post_batch(&c[i], one.port, bodies[i]));
         fx_sleep_ms(200);
     }
     double t0 = fx_now();
@@ -436,13 +421,8 @@ static void test_sigterm_cancels_after_shutdown_timeout(void **state)
     fx_server s = {.pid = -1};
     assert_true(fx_start(&s, &opts));
     static const char body[] = "{\"queries\": [{\"sql\": \"SELECT 1 AS one\"}, {\"sql\": \"SELECT pg_sleep(20) /* term-probe */\"}]}";
-    char req[512];
-    int n = snprintf(req, sizeof(req),
-                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n%s", sizeof(body) - 1, body);
     fx_conn c;
-    assert_true(fx_conn_open(&c, s.port));
-    assert_true(fx_conn_send(&c, req, (size_t)n));
+    assert_true(fx_conn_post_batch(&c, s.port, body));
     double t0 = fx_now();
     while (active_fanout_queries("%term-probe%") < 1 && fx_now() - t0 < 5)
         fx_sleep_ms(20);
@@ -534,13 +514,8 @@ static void test_second_signal_exits_at_once(void **state)
     fx_server s = {.pid = -1};
     assert_true(fx_start(&s, &opts));
     static const char body[] = "{\"queries\": [{\"sql\": \"SELECT pg_sleep(30) /* second-signal */\"}]}";
-    char req[512];
-    int n = snprintf(req, sizeof(req),
-                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n%s", sizeof(body) - 1, body);
     fx_conn c;
-    assert_true(fx_conn_open(&c, s.port));
-    assert_true(fx_conn_send(&c, req, (size_t)n));
+    assert_true(fx_conn_post_batch(&c, s.port, body));
     double t0 = fx_now();
     while (active_fanout_queries("%second-signal%") < 1 && fx_now() - t0 < 5)
         fx_sleep_ms(20);
