@@ -13,6 +13,7 @@
 
 #include "db/exec.h"
 #include "http/server.h"
+#include "service/clock.h"
 
 svc_batch *svc_batch_new(struct evhttp_request *req, http_batch_req *desc)
 {
@@ -114,13 +115,6 @@ static void free_slot_bytes(const void *data, size_t len, void *arg)
     free((void *)data);
 }
 
-static double ms_since(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
 /* Append query i's result: the worker's bytes when its job is DONE, else the given error. */
 static bool add_result(struct evbuffer *body, svc_batch *b, int i, const char *code,
                        const char *message)
@@ -162,7 +156,7 @@ uint64_t svc_batch_reply(svc_batch *b, const char *code, const char *message)
         if (ok && done && b->commit_error.len)
             ok = evbuffer_add_printf(body, ",\"commit_error\":%s", b->commit_error.data) > 0;
     }
-    elapsed = ms_since(&b->started);
+    elapsed = svc_clock_ms_since(&b->started);
     ok = ok && evbuffer_add_printf(body, ",\"elapsed_ms\":%.3f}", elapsed) > 0;
 
     if (ok)

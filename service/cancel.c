@@ -4,6 +4,8 @@
  */
 #include "service/cancel.h"
 
+#include "service/clock.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -101,13 +103,7 @@ bool svc_cancel_stop(svc_cancel *c, void (*drop_fn)(void *arg), int wait_ms)
 
     if (!c)
         return true;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += wait_ms / 1000;
-    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    until = svc_clock_deadline(wait_ms);
     pthread_mutex_lock(&c->lock);
     c->stopping = true;
     pthread_cond_broadcast(&c->wake);

@@ -9,6 +9,7 @@
 
 #include "db/exec.h"
 #include "service/batch.h"
+#include "service/clock.h"
 
 static const char *const isolation_sql[] = {
     [HTTP_ISO_READ_COMMITTED] = "READ COMMITTED",
@@ -26,13 +27,6 @@ typedef struct run_ctx {
     uint64_t counts[SVC_Q_OUTCOMES]; /* outcomes so far, published only if the job finishes */
     int failures;                    /* queries that did not succeed, likewise */
 } run_ctx;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void count(run_ctx *r, svc_query_outcome outcome)
 {
@@ -81,10 +75,11 @@ static db_status run_query(run_ctx *r, int i)
                          .cancel_at_max_rows = r->d->read_only && r->d->mode == HTTP_MODE_PARALLEL,
                          .reply_bytes = &r->b->reply_bytes,
                          .max_reply_bytes = r->b->max_reply_bytes};
-    uint64_t t0 = now_ns();
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     db_status st = db_exec_query(r->conn, q->id, q->sql, q->nparams,
                                  (const char *const *)q->params, &opts, &r->b->slots[i]);
-    svc_hist_observe(&r->stats->query_duration, now_ns() - t0);
+    svc_hist_observe(&r->stats->query_duration, svc_clock_ns_since(&t0));
     return st;
 }
 

@@ -24,6 +24,7 @@
 
 #include "db/conn.h"
 #include "service/cancel.h"
+#include "service/clock.h"
 #include "service/log.h"
 #include "service/queue.h"
 
@@ -96,23 +97,10 @@ static void on_done_event(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static struct timespec after_ms(int ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
 /* Sleep ms unless the pool is stopping; returns false when it is. */
 static bool sleep_unless_stopping(svc_pool *p, int ms)
 {
-    struct timespec until = after_ms(ms);
+    struct timespec until = svc_clock_deadline(ms);
     pthread_mutex_lock(&p->stop_lock);
     while (!atomic_load(&p->stopping))
         if (pthread_cond_timedwait(&p->stop_cond, &p->stop_lock, &until) == ETIMEDOUT)
@@ -221,14 +209,6 @@ static void set_running(worker *w, uint64_t seq)
     pthread_mutex_unlock(&w->cancel_lock);
 }
 
-static uint64_t ns_since(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t ns = (int64_t)(now.tv_sec - t0->tv_sec) * 1000000000 + (now.tv_nsec - t0->tv_nsec);
-    return ns > 0 ? (uint64_t)ns : 0;
-}
-
 /* Run one claimed job. A connection found dead before the query was sent is replaced once
  * and the job retried on it; once sent, a query is never retried (it may have written). */
 static void run_job(worker *w, svc_job *job, db_conn **conn)
@@ -287,7 +267,7 @@ static void *worker_main(void *arg)
             }
             continue;
         }
-        svc_hist_observe(&w->stats->queue_wait, ns_since(&job->queued));
+        svc_hist_observe(&w->stats->queue_wait, svc_clock_ns_since(&job->queued));
         uint64_t seq = ++w->next_seq;
         set_running(w, seq);
         if (svc_job_claim(job, w->id, seq)) {
@@ -433,7 +413,7 @@ bool svc_pool_stop(svc_pool *p)
     pthread_cond_broadcast(&p->stop_cond);
     if (p->queue)
         svc_queue_close(p->queue);
-    struct timespec until = after_ms(JOIN_WAIT_MS);
+    struct timespec until = svc_clock_deadline(JOIN_WAIT_MS);
     for (int i = 0; p->workers && i < p->settings->workers; i++)
         if (p->workers[i].started && !join_bounded(&p->workers[i], &until)) {
             svc_log_error("worker %d is stuck on the database; exiting without it", i);

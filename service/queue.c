@@ -5,6 +5,8 @@
  */
 #include "service/queue.h"
 
+#include "service/clock.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -80,16 +82,9 @@ void *svc_queue_pop(svc_queue *q)
 
 void *svc_queue_pop_timed(svc_queue *q, int timeout_ms, bool *closed)
 {
-    struct timespec until;
+    struct timespec until = svc_clock_deadline(timeout_ms);
     void *item = NULL;
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&q->lock);
     while (q->len == 0 && !q->closed)
         if (pthread_cond_timedwait(&q->nonempty, &q->lock, &until) == ETIMEDOUT)
