@@ -57,6 +57,7 @@ struct svc_pool {
     worker *workers;              /* settings->workers entries */
     atomic_int connected;         /* workers with a live connection */
     atomic_bool stopping;         /* set once by svc_pool_stop */
+    atomic_bool warned_superuser; /* the superuser warning was logged */
     pthread_mutex_t stop_lock;    /* with stop_cond: interruptible backoff sleeps */
     pthread_cond_t stop_cond;
     pthread_mutex_t done_lock;    /* guards done_head */
@@ -151,6 +152,17 @@ static void fail_queued_while_down(worker *w)
     }
 }
 
+/* A superuser can escape read-only transactions (COPY ... TO PROGRAM) and any token's limits:
+ * say so once. The server reports is_superuser at login, so this costs no round trip. */
+static void warn_if_superuser(svc_pool *p, db_conn *c)
+{
+    const char *super = PQparameterStatus(db_conn_pg(c), "is_superuser");
+    if (super && strcmp(super, "on") == 0 && !atomic_exchange(&p->warned_superuser, true))
+        svc_log_warn("the database role %s is a superuser: read-only batches and token limits "
+                     "cannot hold against it; give fanout a role that is not",
+                     PQuser(db_conn_pg(c)));
+}
+
 /* Connect, retrying with capped exponential backoff until it works or the pool stops. */
 static db_conn *connect_with_backoff(worker *w)
 {
@@ -166,6 +178,7 @@ static db_conn *connect_with_backoff(worker *w)
                 svc_log_info("worker %d: connected after %d failed attempts", w->id, failures);
             else
                 svc_log_debug("worker %d: connected", w->id);
+            warn_if_superuser(p, c);
             return c;
         }
         bool refused = is_login_refused(err);
@@ -302,6 +315,7 @@ svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings,
     p->done_arg = arg;
     atomic_init(&p->connected, 0);
     atomic_init(&p->stopping, false);
+    atomic_init(&p->warned_superuser, false);
     pthread_mutex_init(&p->stop_lock, NULL);
     pthread_cond_init(&p->stop_cond, NULL);
     pthread_mutex_init(&p->done_lock, NULL);

@@ -213,6 +213,36 @@ static void test_log_lines_are_json(void **state)
     FX_CHECK(lines > 3, "only %d log lines", lines);
 }
 
+/* fanout warns once when its database role is a superuser (the suite's own role is not). */
+static void test_superuser_warning(void **state)
+{
+    (void)state;
+    char db[512];
+    snprintf(db, sizeof(db), "%s", getenv("FANOUT_TEST_ADMIN")); /* the superuser postgres */
+    static const char *const args[] = {"--workers", "2", NULL};
+    const fx_opts opts = {.args = args, .database = db};
+    fx_server su = {.pid = -1};
+    assert_true(fx_start(&su, &opts));
+    fx_sleep_ms(200);
+    FILE *f = fopen(su.log, "r");
+    char line[2048];
+    int warnings = 0;
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f))
+        warnings += strstr(line, "is a superuser") != NULL;
+    fclose(f);
+    FX_CHECK(warnings == 1, "%d superuser warnings in %s, want 1", warnings, su.log);
+    assert_true(fx_stop(&su));
+    /* And none for the suite's ordinary role. */
+    f = fopen(srv.log, "r");
+    assert_non_null(f);
+    warnings = 0;
+    while (fgets(line, sizeof(line), f))
+        warnings += strstr(line, "is a superuser") != NULL;
+    fclose(f);
+    FX_CHECK(warnings == 0, "a superuser warning for the ordinary role");
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
@@ -227,6 +257,7 @@ int it_observability(void)
         cmocka_unit_test(test_request_ids),
         cmocka_unit_test(test_access_log_line),
         cmocka_unit_test(test_log_lines_are_json),
+        cmocka_unit_test(test_superuser_warning),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("observability", tests, group_setup, group_teardown);
