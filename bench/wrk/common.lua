@@ -148,10 +148,27 @@ local threads = {}
 
 -- Thread state: the counters done() collects (globals, so thread:get sees them).
 bench_non200 = 0                -- replies whose status is not 200
+-- wrk 4.1's thread:get() of a table corrupts the thread's Lua stack (it pops one slot too many),
+-- so the tables stay in the thread and done() reads them as "key=count ..." strings.
 bench_status = {}               -- status -> count, for the non-200 ones
+bench_status_text = ""          -- bench_status as "key=count ...", what done() reads
 bench_query_errors = 0          -- failed queries inside 200 replies
 bench_error_codes = {}          -- error code (SQLSTATE or fanout's) -> count
+bench_error_codes_text = ""     -- the same as "key=count ..."
 bench_setup_replies = 0         -- replies to a spec.setup_body (not counted as benchmark requests)
+
+-- A count table as "key=count ..." and back (only numbers and strings cross threads safely).
+local function to_text(t)
+  local parts = {}
+  for k, v in pairs(t) do parts[#parts + 1] = tostring(k) .. "=" .. tostring(v) end
+  return table.concat(parts, " ")
+end
+
+local function from_text(text)
+  local t = {}
+  for k, v in string.gmatch(text or "", "(%S+)=(%d+)") do t[k] = tonumber(v) end
+  return t
+end
 
 -- Count the per-query errors of a 200 reply: each failed query's result holds
 -- "error":{"code":"...". A text value cannot fake it (fanout escapes the quotes in strings); a
@@ -163,6 +180,7 @@ local function count_query_errors(body)
     bench_query_errors = bench_query_errors + 1
     bench_error_codes[code] = (bench_error_codes[code] or 0) + 1
   end
+  bench_error_codes_text = to_text(bench_error_codes)
 end
 
 -- Merge thread tables: a[k] += b[k].
@@ -170,6 +188,7 @@ local function merge(a, b)
   for k, v in pairs(b or {}) do a[tostring(k)] = (a[tostring(k)] or 0) + v end
   return a
 end
+
 
 local function describe(t)
   local keys = {}
@@ -218,6 +237,7 @@ function M.run(spec)
     if status ~= 200 then
       bench_non200 = bench_non200 + 1
       bench_status[status] = (bench_status[status] or 0) + 1
+      bench_status_text = to_text(bench_status)
       return
     end
     if spec.setup_body and body:find('"committed":', 1, true) then
@@ -234,8 +254,8 @@ function M.run(spec)
       non200 = non200 + (t:get("bench_non200") or 0)
       query_errors = query_errors + (t:get("bench_query_errors") or 0)
       setup_replies = setup_replies + (t:get("bench_setup_replies") or 0)
-      merge(statuses, t:get("bench_status"))
-      merge(codes, t:get("bench_error_codes"))
+      merge(statuses, from_text(t:get("bench_status_text")))
+      merge(codes, from_text(t:get("bench_error_codes_text")))
     end
     local e = summary.errors
     local socket_errors = e.connect + e.read + e.write + e.timeout
