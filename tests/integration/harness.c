@@ -426,9 +426,7 @@ static int connect_port(int port, int timeout_s)
     return fd;
 }
 
-/* The value of header `name` in the raw head block [head, head+len), lines separated by CRLF.
- * Copies at most cap-1 bytes into buf; false when absent. */
-static bool raw_header(const char *head, size_t len, const char *name, char *buf, size_t cap)
+bool fx_raw_header(const char *head, size_t len, const char *name, char *buf, size_t cap)
 {
     size_t nlen = strlen(name);
     const char *p = head, *end = head + len;
@@ -530,14 +528,14 @@ static int parse_response(const char *buf, size_t len, bool head, bool eof, fx_r
 
     if (head || status == 204 || status == 304 || status < 200) {
         total = hlen;
-    } else if (raw_header(buf, hlen, "Transfer-Encoding", value, sizeof(value)) &&
+    } else if (fx_raw_header(buf, hlen, "Transfer-Encoding", value, sizeof(value)) &&
                strcasestr(value, "chunked") != NULL) {
         size_t chunk_used = 0;
         int rc = dechunk(buf + hlen, len - hlen, &body, &body_len, &chunk_used);
         if (rc <= 0)
             return rc == 0 && eof ? -1 : rc;
         total = hlen + chunk_used;
-    } else if (raw_header(buf, hlen, "Content-Length", value, sizeof(value))) {
+    } else if (fx_raw_header(buf, hlen, "Content-Length", value, sizeof(value))) {
         body_len = strtoul(value, NULL, 10);
         if (len - hlen < body_len)
             return eof ? -1 : 0;

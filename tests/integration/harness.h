@@ -86,6 +86,9 @@ typedef struct fx_response {
  * Content-Length. Fills *r (free with fx_response_free) and returns true on a parsed reply. */
 bool fx_http(int port, const char *method, const char *path, const char *headers, const char *body,
              size_t body_len, fx_response *r) FX_MUSTCHECK;
+/* The value of header `name` (case-insensitive) in a raw head block [head, head+len), lines
+ * separated by CRLF, surrounding blanks trimmed; at most cap-1 bytes into buf. False when absent. */
+bool fx_raw_header(const char *head, size_t len, const char *name, char *buf, size_t cap);
 /* The value of a response header (case-insensitive name), or NULL. Points into r. */
 const char *fx_header(const fx_response *r, const char *name);
 void fx_response_free(fx_response *r);

@@ -189,29 +189,6 @@ typedef struct outcome {
     double secs;     /* from the last byte sent to the end of reading */
 } outcome;
 
-/* The value of header name in head[0..len) into buf; false when absent. */
-static bool head_value(const char *head, size_t len, const char *name, char *buf, size_t cap)
-{
-    size_t nlen = strlen(name);
-    const char *p = head, *end = head + len;
-    while (p < end) {
-        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (eol == NULL)
-            eol = end;
-        if ((size_t)(eol - p) > nlen && p[nlen] == ':' && strncasecmp(p, name, nlen) == 0) {
-            const char *v = p + nlen + 1;
-            while (v < eol && (*v == ' ' || *v == '\t'))
-                v++;
-            size_t vlen = (size_t)(eol - v) < cap - 1 ? (size_t)(eol - v) : cap - 1;
-            memcpy(buf, v, vlen);
-            buf[vlen] = '\0';
-            return true;
-        }
-        p = eol + 2;
-    }
-    return false;
-}
-
 /* Parse the complete replies in o->raw (from the start, each time). */
 static void parse_replies(outcome *o)
 {
@@ -239,9 +216,9 @@ static void parse_replies(outcome *o)
             return;
         }
         r->status = atoi(start + 9);
-        r->from_fanout = head_value(start, hlen, "X-Request-Id", value, sizeof(value));
-        head_value(start, hlen, "Content-Type", r->ctype, sizeof(r->ctype));
-        if (head_value(start, hlen, "Content-Length", value, sizeof(value))) {
+        r->from_fanout = fx_raw_header(start, hlen, "X-Request-Id", value, sizeof(value));
+        fx_raw_header(start, hlen, "Content-Type", r->ctype, sizeof(r->ctype));
+        if (fx_raw_header(start, hlen, "Content-Length", value, sizeof(value))) {
             r->body_len = strtoul(value, NULL, 10);
             if (avail - hlen < r->body_len) {
                 o->malformed = o->closed; /* a body cut short by the close */
