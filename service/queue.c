@@ -1,7 +1,14 @@
 /*
- * svc_queue: bounded ring of pointers. Locking: `lock` guards every field below it; consumers
- * wait on `nonempty`. One signal per pushed item (broadcast for a whole batch would wake every
- * worker for a one-job batch).
+ * svc_queue: bounded ring of pointers. Locking: `lock` guards every field below it.
+ *
+ * Wake-ups are handed to one consumer each: a consumer about to block puts a waiter (its own
+ * semaphore) on the idle stack; a push takes one waiter off the stack per item, at most, and
+ * posts its semaphore. So `idle` counts exactly the consumers blocked and not yet woken, and
+ * `woken` those woken and on their way, which svc_queue_pop_run needs to decide how much work
+ * one consumer may take; and no more wake-ups are sent than there is work for. (A condition variable signalled once per item also loses
+ * wake-ups here: glibc 2.36's pthread_cond_signal can fail to wake a waiter, glibc bug 25847,
+ * which showed as 0.5 s stalls until the idle timeout.) Most recently idle first: its cache is
+ * warm.
  */
 #include "service/queue.h"
 
@@ -9,16 +16,26 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <time.h>
 
+/* A consumer blocked in a pop; lives on that consumer's stack for the wait. */
+typedef struct waiter {
+    sem_t wake;          /* posted once when it is taken off the idle stack */
+    bool woken;          /* taken off the stack (under the queue's lock) */
+    struct waiter *next; /* next on the idle stack */
+} waiter;
+
 struct svc_queue {
     pthread_mutex_t lock;
-    pthread_cond_t nonempty; /* signalled when an item is pushed or the queue closes */
     void **ring;             /* capacity slots */
     size_t capacity;         /* slots in ring */
     size_t head;             /* index of the oldest item */
     size_t len;              /* items queued */
+    waiter *idle_top;        /* consumers blocked and not yet woken, most recent first */
+    size_t idle;             /* how many */
+    size_t woken;            /* consumers woken by a push that have not taken the lock since */
     bool closed;             /* no more pushes; consumers drain and leave */
 };
 
@@ -34,7 +51,6 @@ svc_queue *svc_queue_new(size_t capacity)
     }
     q->capacity = capacity;
     pthread_mutex_init(&q->lock, NULL);
-    pthread_cond_init(&q->nonempty, NULL);
     return q;
 }
 
@@ -43,26 +59,124 @@ void svc_queue_free(svc_queue *q)
     if (!q)
         return;
     pthread_mutex_destroy(&q->lock);
-    pthread_cond_destroy(&q->nonempty);
     free(q->ring);
     free(q);
+}
+
+/* Take the oldest item; lock held, len > 0. */
+static void *take(svc_queue *q)
+{
+    void *item = q->ring[q->head];
+    q->head = (q->head + 1) % q->capacity;
+    q->len--;
+    return item;
+}
+
+/* Wake up to n idle consumers (lock held); the posts happen after the unlock, so the stack
+ * is cut here and returned. */
+static waiter *pick_idle(svc_queue *q, size_t n)
+{
+    waiter *first = q->idle_top, *last = NULL;
+    for (size_t i = 0; i < n && q->idle_top; i++) {
+        last = q->idle_top;
+        last->woken = true;
+        q->idle_top = last->next;
+        q->idle--;
+        q->woken++;
+    }
+    if (!last)
+        return NULL;
+    last->next = NULL;
+    return first;
+}
+
+static void post_all(waiter *w)
+{
+    while (w) {
+        waiter *next = w->next; /* read first: once posted, w may leave the waiter's stack */
+        sem_post(&w->wake);
+        w = next;
+    }
 }
 
 bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n)
 {
     bool ok = false;
+    waiter *wake = NULL;
     pthread_mutex_lock(&q->lock);
     if (!q->closed && q->capacity - q->len >= n) {
         for (size_t i = 0; i < n; i++)
             q->ring[(q->head + q->len + i) % q->capacity] = (char *)first + i * size;
         q->len += n;
         ok = true;
+        wake = pick_idle(q, n); /* a busy consumer looks at the queue before it blocks */
     }
     pthread_mutex_unlock(&q->lock);
-    /* Wake at most one worker per job, and no more than there are jobs. */
-    for (size_t i = 0; ok && i < n; i++)
-        pthread_cond_signal(&q->nonempty);
+    post_all(wake);
     return ok;
+}
+
+/*
+ * Block (lock held, released while asleep) until woken or until `until` passes. A consumer
+ * that times out just as a push picked it still owes that post a wait, or its semaphore
+ * would be destroyed with a post in flight.
+ */
+static void wait_idle(svc_queue *q, const struct timespec *until)
+{
+    waiter w = {.woken = false};
+    sem_init(&w.wake, 0, 0);
+    w.next = q->idle_top;
+    q->idle_top = &w;
+    q->idle++;
+    pthread_mutex_unlock(&q->lock);
+    int rc;
+    do
+        rc = until ? sem_timedwait(&w.wake, until) : sem_wait(&w.wake);
+    while (rc != 0 && errno == EINTR);
+    pthread_mutex_lock(&q->lock);
+    if (w.woken)
+        q->woken--;
+    if (!w.woken) { /* timed out: still on the stack */
+        waiter **p = &q->idle_top;
+        while (*p != &w)
+            p = &(*p)->next;
+        *p = w.next;
+        q->idle--;
+    } else if (rc != 0) { /* picked while timing out: take the post it was sent */
+        pthread_mutex_unlock(&q->lock);
+        while (sem_wait(&w.wake) != 0)
+            ;
+        pthread_mutex_lock(&q->lock);
+    }
+    sem_destroy(&w.wake);
+}
+
+size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **items, size_t max,
+                         bool (*joins)(const void *first, const void *next))
+{
+    struct timespec until = svc_clock_deadline(timeout_ms);
+    size_t n = 0;
+
+    pthread_mutex_lock(&q->lock);
+    if (q->len == 0 && !q->closed && timeout_ms > 0)
+        wait_idle(q, &until); /* once: a wake-up with nothing left is an idle tick too */
+    if (q->len > 0) {
+        items[n++] = take(q);
+        /* More only while there are items that no consumer blocked or already woken will
+         * take: spread over idle workers first, pipeline only what would wait anyway. */
+        while (n < max && q->len > q->idle + q->woken && joins &&
+               joins(items[0], q->ring[q->head]))
+            items[n++] = take(q);
+    }
+    *closed = n == 0 && q->closed;
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+void *svc_queue_pop_timed(svc_queue *q, int timeout_ms, bool *closed)
+{
+    void *item = NULL;
+    return svc_queue_pop_run(q, timeout_ms, closed, &item, 1, NULL) ? item : NULL;
 }
 
 void *svc_queue_pop(svc_queue *q)
@@ -70,31 +184,9 @@ void *svc_queue_pop(svc_queue *q)
     void *item = NULL;
     pthread_mutex_lock(&q->lock);
     while (q->len == 0 && !q->closed)
-        pthread_cond_wait(&q->nonempty, &q->lock);
-    if (q->len > 0) {
-        item = q->ring[q->head];
-        q->head = (q->head + 1) % q->capacity;
-        q->len--;
-    }
-    pthread_mutex_unlock(&q->lock);
-    return item;
-}
-
-void *svc_queue_pop_timed(svc_queue *q, int timeout_ms, bool *closed)
-{
-    struct timespec until = svc_clock_deadline(timeout_ms);
-    void *item = NULL;
-
-    pthread_mutex_lock(&q->lock);
-    while (q->len == 0 && !q->closed)
-        if (pthread_cond_timedwait(&q->nonempty, &q->lock, &until) == ETIMEDOUT)
-            break;
-    if (q->len > 0) {
-        item = q->ring[q->head];
-        q->head = (q->head + 1) % q->capacity;
-        q->len--;
-    }
-    *closed = item == NULL && q->closed;
+        wait_idle(q, NULL);
+    if (q->len > 0)
+        item = take(q);
     pthread_mutex_unlock(&q->lock);
     return item;
 }
@@ -103,8 +195,9 @@ void svc_queue_close(svc_queue *q)
 {
     pthread_mutex_lock(&q->lock);
     q->closed = true;
+    waiter *wake = pick_idle(q, q->idle);
     pthread_mutex_unlock(&q->lock);
-    pthread_cond_broadcast(&q->nonempty);
+    post_all(wake);
 }
 
 size_t svc_queue_depth(svc_queue *q)

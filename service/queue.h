@@ -31,6 +31,15 @@ void *svc_queue_pop(svc_queue *q);
  * at least once a second to check their idle connection). */
 void *svc_queue_pop_timed(svc_queue *q, int timeout_ms, bool *closed);
 
+/*
+ * Like svc_queue_pop_timed (timeout_ms 0: do not wait), but take a run: the oldest item, then
+ * up to max - 1 more from the front while joins(first, next) holds and the queue holds more
+ * items than there are consumers blocked waiting (those are about to take one each, and work
+ * spread over them finishes sooner than work run by one). Returns how many went to items.
+ */
+size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **items, size_t max,
+                         bool (*joins)(const void *first, const void *next));
+
 /* Wake every waiting consumer; later pushes fail, pops drain what is left then return NULL. */
 void svc_queue_close(svc_queue *q);
 
