@@ -64,6 +64,9 @@ static const cfg_def cfg_defs[] = {
      "worker threads, each owning one PostgreSQL connection", NULL},
     {"queue_size", CFG_T_INT, F(queue_size), 1, 1000000, "1024", NULL,
      "capacity of the job queue, in jobs", NULL},
+    {"pipeline_depth", CFG_T_INT, F(pipeline_depth), 1, 64, "16", NULL,
+     "most queries of one batch a worker sends in one pipeline when no other worker is idle; "
+     "1 sends each query alone", NULL},
     {"max_body_bytes", CFG_T_LONG, F(max_body_bytes), 1024, 1073741824, "1048576", NULL,
      "largest request body accepted, in bytes", NULL},
     {"max_queries", CFG_T_INT, F(max_queries), 1, 100000, "1000", NULL,

@@ -46,6 +46,7 @@ typedef struct cfg_settings {
     char *database;           /* libpq conninfo string or URI; NULL when none is configured */
     int workers;              /* worker threads, each owning one PostgreSQL connection */
     int queue_size;           /* capacity of the job queue, in jobs */
+    int pipeline_depth;       /* most queries of one batch a worker pipelines at once */
     long max_body_bytes;      /* largest request body accepted, bytes */
     int max_queries;          /* most queries in one batch */
     int max_params;           /* most parameters in one query */

@@ -61,6 +61,10 @@ bool db_conn_ok(const db_conn *c); /* the connection is not known to be broken *
  * the connection should not serve another batch. One round trip. */
 bool db_conn_reset(db_conn *c);
 
+/* The reset's statements, for a worker that sends them right after a batch's queries. */
+extern const char *const db_reset_sql[];
+extern const int db_reset_nsql;
+
 /* The idle connection is still usable: polls its socket, no round trip (db/health.c). */
 bool db_conn_alive(db_conn *c);
 

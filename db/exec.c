@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "db/encode.h"
@@ -102,7 +103,10 @@ typedef struct reader {
     size_t *key_end;          /* end of each column's key in keys, owned; NULL: array rows */
     long nrows;               /* rows written to out */
     stop_reason stop;         /* why rows are no longer written */
+    bool no_cancel;           /* never cancel: in a pipeline a cancel could hit the next query */
     bool cancelled;           /* our cancel request reached the server */
+    PGresult *last;           /* the statement's outcome, its final non-row result, owned */
+    double started, ended;    /* when it was sent and when its last result arrived, ms */
 } reader;
 
 /* First sight of the row set: keep its columns, and escape the names once for object rows. */
@@ -189,6 +193,8 @@ static stop_reason put_row(reader *rd, const PGresult *res, int i)
 /* May this stop become a cancel on the server? (See the top of the file.) */
 static bool may_cancel(const reader *rd)
 {
+    if (rd->no_cancel)
+        return false;
     if (rd->stop != STOP_MAX_ROWS)
         return true;
     if (!rd->opts->cancel_at_max_rows)
@@ -247,8 +253,7 @@ static void buf_insert(db_buf *b, size_t at, const char *p, size_t n)
  * moved in front of the rows) and its tail. Type names may cost a round trip: the connection is
  * idle by now.
  */
-static void finish_rows(reader *rd, const char *id, const char *word, size_t wlen,
-                        double started)
+static void finish_rows(reader *rd, const char *id, const char *word, size_t wlen)
 {
     db_buf head = DB_BUF_INIT;
     const PGresult *m = rd->meta;
@@ -281,7 +286,7 @@ static void finish_rows(reader *rd, const char *id, const char *word, size_t wle
     else
         buf_insert(rd->out, rd->start, head.data, head.len);
     db_buf_puts(rd->out, "],\"elapsed_ms\":");
-    db_buf_double(rd->out, now_ms() - started, 3);
+    db_buf_double(rd->out, rd->ended - rd->started, 3);
     db_buf_putc(rd->out, '}');
     db_buf_free(&head);
 }
@@ -298,8 +303,7 @@ static void put_too_large(db_buf *out, const char *id, size_t max)
  * The statement returned rows (or our cancel ended it): complete its object, or put
  * result_too_large in its place when it does not fit the reply.
  */
-static db_status finish_row_set(reader *rd, const char *id, PGresult *last, bool by_cancel,
-                                double started)
+static db_status finish_row_set(reader *rd, const char *id, PGresult *last, bool by_cancel)
 {
     const char *word = "SELECT"; /* cancelled before its command tag: nearly always a SELECT
                                     (a read-only transaction allows little else) */
@@ -312,7 +316,7 @@ static db_status finish_row_set(reader *rd, const char *id, PGresult *last, bool
     if (!by_cancel)
         wlen = db_command_word(PQcmdStatus(last), &word);
     if (rd->stop != STOP_TOO_LARGE) {
-        finish_rows(rd, id, word, wlen, started);
+        finish_rows(rd, id, word, wlen);
         if (accept_bytes(rd->opts, rd->out->len - rd->start))
             return DB_OK;
     }
@@ -322,7 +326,7 @@ static db_status finish_row_set(reader *rd, const char *id, PGresult *last, bool
 }
 
 /* A statement without rows (INSERT, CREATE, SET, ...). */
-static void put_command(reader *rd, const char *id, PGresult *res, double started)
+static void put_command(reader *rd, const char *id, PGresult *res)
 {
     db_buf *out = rd->out;
     const char *word, *affected = PQcmdTuples(res);
@@ -335,7 +339,7 @@ static void put_command(reader *rd, const char *id, PGresult *res, double starte
     db_buf_puts(out, ",\"row_count\":");
     db_buf_puts(out, *affected ? affected : "0");
     db_buf_puts(out, ",\"elapsed_ms\":");
-    db_buf_double(out, now_ms() - started, 3);
+    db_buf_double(out, rd->ended - rd->started, 3);
     db_buf_putc(out, '}');
     if (rd->opts->reply_bytes) /* tiny and already done on the server: counted, never refused */
         atomic_fetch_add_explicit(rd->opts->reply_bytes, out->len - rd->start,
@@ -383,66 +387,86 @@ static bool finish_copy(PGconn *pg, ExecStatusType st)
     return PQstatus(pg) == CONNECTION_OK;
 }
 
-db_status db_exec_query(db_conn *c, const char *id, const char *sql, int nparams,
-                        const char *const *params, const db_exec_opts *opts, db_buf *out)
+/* Read the statement's results to the end (NULL) whatever happens: then it is over on the
+ * server. Rows go to out as they come; the final non-row result is kept in rd->last. */
+static void read_results(reader *rd, PGconn *pg)
 {
-    PGconn *pg = db_conn_pg(c);
-    double started = now_ms();
-    reader rd = {.c = c, .opts = opts, .out = out, .start = out->len, .keys = DB_BUF_INIT};
-    PGresult *res, *last = NULL; /* last: the statement's outcome, its final non-row result */
-    ExecStatusType st;
-    db_status status = DB_SQL_ERROR;
-    bool by_cancel;
+    PGresult *res;
 
-    if (PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0))
-        (void)PQsetSingleRowMode(pg); /* cannot fail right after a send */
-    /* Read to the end (NULL) whatever happens: then the statement is over on the server. */
     while ((res = PQgetResult(pg)) != NULL) {
-        st = PQresultStatus(res);
+        ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_SINGLE_TUPLE) {
-            if (rd.stop == STOP_NONE && (rd.stop = put_row(&rd, res, 0)) != STOP_NONE &&
-                may_cancel(&rd))
-                cancel(&rd);
+            if (rd->stop == STOP_NONE && (rd->stop = put_row(rd, res, 0)) != STOP_NONE &&
+                may_cancel(rd))
+                cancel(rd);
             PQclear(res);
             continue;
         }
-        PQclear(last);
-        last = res;
+        PQclear(rd->last);
+        rd->last = res;
         if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
             break; /* PQgetResult would return it again and again: finish_copy ends it */
     }
-    st = PQresultStatus(last);
-    by_cancel = ended_by_cancel(&rd, last);
+    rd->ended = now_ms();
+}
+
+/* Turn what read_results saw into the statement's result object, and free the reader. The
+ * connection must be idle (out of pipeline mode): a type name may cost a round trip. */
+static db_status conclude(reader *rd, const char *id)
+{
+    PGconn *pg = db_conn_pg(rd->c);
+    PGresult *last = rd->last;
+    ExecStatusType st = PQresultStatus(last);
+    bool by_cancel = ended_by_cancel(rd, last);
+    db_status status = DB_SQL_ERROR;
+
     switch (by_cancel ? PGRES_TUPLES_OK : st) {
     case PGRES_TUPLES_OK:
-        status = finish_row_set(&rd, id, last, by_cancel, started);
+        status = finish_row_set(rd, id, last, by_cancel);
         break;
     case PGRES_COMMAND_OK:
-        put_command(&rd, id, last, started);
+        put_command(rd, id, last);
         status = DB_OK;
         break;
     case PGRES_EMPTY_QUERY:
-        db_result_error(out, id, "empty_query", "the query is empty");
+        db_result_error(rd->out, id, "empty_query", "the query is empty");
         break;
     case PGRES_COPY_IN:
     case PGRES_COPY_OUT:
     case PGRES_COPY_BOTH:
         if (!finish_copy(pg, st)) {
-            put_conn_lost(out, id, pg);
+            put_conn_lost(rd->out, id, pg);
             status = DB_CONN_LOST;
             break;
         }
-        db_result_error(out, id, "unsupported",
+        db_result_error(rd->out, id, "unsupported",
                         "COPY FROM STDIN and COPY TO STDOUT are not supported by fanout");
         break;
     default:
-        status = put_failure(&rd, id, pg, last);
+        status = put_failure(rd, id, pg, last);
         break;
     }
     PQclear(last);
-    PQclear(rd.meta);
-    free(rd.key_end);
-    db_buf_free(&rd.keys);
+    rd->last = NULL;
+    PQclear(rd->meta);
+    rd->meta = NULL;
+    free(rd->key_end);
+    rd->key_end = NULL;
+    db_buf_free(&rd->keys);
+    return status;
+}
+
+db_status db_exec_query(db_conn *c, const char *id, const char *sql, int nparams,
+                        const char *const *params, const db_exec_opts *opts, db_buf *out)
+{
+    PGconn *pg = db_conn_pg(c);
+    reader rd = {.c = c, .opts = opts, .out = out, .start = out->len, .keys = DB_BUF_INIT,
+                 .started = now_ms()};
+
+    if (PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0))
+        (void)PQsetSingleRowMode(pg); /* cannot fail right after a send */
+    read_results(&rd, pg);
+    db_status status = conclude(&rd, id);
     db_conn_drop_notifies(c);
     return status;
 }
@@ -464,4 +488,133 @@ db_status db_exec_command(db_conn *c, const char *sql, db_buf *err)
     PQclear(res);
     db_conn_drop_notifies(c);
     return status;
+}
+
+/* The end of one sync segment: PGRES_PIPELINE_SYNC. */
+static bool read_sync(PGconn *pg)
+{
+    PGresult *res = PQgetResult(pg);
+    bool ok = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+    PQclear(res);
+    return ok;
+}
+
+/* The segment of n parameterless statements sent last; false when one failed. */
+static bool read_after(PGconn *pg, int n)
+{
+    bool ok = true;
+    for (int i = 0; i < n; i++) {
+        PGresult *res;
+        while ((res = PQgetResult(pg)) != NULL) {
+            ExecStatusType st = PQresultStatus(res);
+            ok = ok && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+            PQclear(res);
+        }
+    }
+    return read_sync(pg) && ok;
+}
+
+db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, const char *const *after,
+                           int nafter, const db_exec_opts *opts)
+{
+    PGconn *pg = db_conn_pg(c);
+    reader rds[DB_PIPELINE_MAX];
+    double t0 = now_ms();
+    bool after_ok = true, broken = false;
+    int sent = 0;
+
+    if (n > DB_PIPELINE_MAX)
+        n = DB_PIPELINE_MAX; /* the caller's contract; never more readers than the array */
+    if (!PQenterPipelineMode(pg)) {
+        broken = true;
+        goto conclude;
+    }
+    /* A sync after each query: each runs in its own implicit transaction, so one failure
+     * aborts only itself. PQpipelineSync flushes: the server starts on the first at once. */
+    for (; !broken && sent < n; sent++) {
+        rds[sent] = (reader){.c = c, .opts = opts, .out = qs[sent].out,
+                             .start = qs[sent].out->len, .keys = DB_BUF_INIT, .no_cancel = true,
+                             .started = t0};
+        if (!PQsendQueryParams(pg, qs[sent].sql, qs[sent].nparams, NULL, qs[sent].params, NULL,
+                               NULL, 0) ||
+            !PQpipelineSync(pg)) {
+            broken = true;
+            sent++; /* it may have gone out: read it like the others */
+            break;
+        }
+    }
+    for (int j = 0; !broken && j < nafter; j++)
+        if (!PQsendQueryParams(pg, after[j], 0, NULL, NULL, NULL, NULL, 0))
+            broken = true;
+    if (!broken && nafter && !PQpipelineSync(pg))
+        broken = true;
+    for (int i = 0; i < sent; i++) {
+        (void)PQsetSingleRowMode(pg); /* for the query at the head of the pipeline */
+        read_results(&rds[i], pg);
+        if (PQstatus(pg) != CONNECTION_OK || !read_sync(pg))
+            broken = true;
+        qs[i].elapsed_ms = rds[i].ended - t0;
+    }
+    if (!broken && nafter)
+        after_ok = read_after(pg, nafter);
+    if (!broken && !PQexitPipelineMode(pg))
+        broken = true;
+conclude:
+    /* Out of pipeline mode now (unless broken): a result may look up a type name. */
+    for (int i = 0; i < n; i++) {
+        if (i < sent) {
+            qs[i].status = conclude(&rds[i], qs[i].id);
+        } else {
+            put_conn_lost(qs[i].out, qs[i].id, pg);
+            qs[i].status = DB_CONN_LOST;
+        }
+    }
+    db_conn_drop_notifies(c);
+    if (broken || PQstatus(pg) != CONNECTION_OK)
+        return DB_CONN_LOST;
+    return after_ok ? DB_OK : DB_SQL_ERROR;
+}
+
+/* Skip white space and comments (-- to the end of the line, nested block comments). */
+static const char *skip_blank(const char *p)
+{
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
+            p++;
+        if (p[0] == '-' && p[1] == '-') {
+            p += strcspn(p, "\n");
+        } else if (p[0] == '/' && p[1] == '*') {
+            int depth = 0;
+            do {
+                if (p[0] == '/' && p[1] == '*') {
+                    depth++;
+                    p += 2;
+                } else if (p[0] == '*' && p[1] == '/') {
+                    depth--;
+                    p += 2;
+                } else if (*p) {
+                    p++;
+                }
+            } while (depth > 0 && *p);
+        } else {
+            return p;
+        }
+    }
+}
+
+bool db_sql_pipelinable(const char *sql)
+{
+    static const char *const words[] = {"SELECT", "WITH", "VALUES", "TABLE",
+                                        "INSERT", "UPDATE", "DELETE"};
+    const char *p = skip_blank(sql);
+    size_t len = 0;
+
+    while ((p[len] >= 'a' && p[len] <= 'z') || (p[len] >= 'A' && p[len] <= 'Z'))
+        len++;
+    if ((p[len] >= '0' && p[len] <= '9') || p[len] == '_' || p[len] == '$')
+        return false; /* a longer identifier, not a keyword */
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strlen(words[i]) == len && strncasecmp(p, words[i], len) == 0)
+            return true;
+    return false;
 }

@@ -58,6 +58,42 @@ db_status db_exec_query(db_conn *c, const char *id, const char *sql, int nparams
  */
 db_status db_exec_command(db_conn *c, const char *sql, db_buf *err);
 
+/* The most queries one db_exec_pipeline call runs. */
+#define DB_PIPELINE_MAX 64
+
+/* One query of a pipeline: what to run, where its result goes, how it went. */
+typedef struct db_pipe_query {
+    const char *id;            /* echoed in the result object; NULL for none */
+    const char *sql;           /* one statement (db_sql_pipelinable) */
+    int nparams;
+    const char *const *params; /* text parameters, NULL entries for SQL NULL */
+    db_buf *out;               /* its result object is appended here */
+    db_status status;          /* set by db_exec_pipeline */
+    double elapsed_ms;         /* from the pipeline's start to its last result */
+} db_pipe_query;
+
+/*
+ * Send each query followed by a sync, so each runs in its own implicit transaction and one
+ * failure leaves the others alone, then `after` (parameterless statements in one implicit
+ * transaction: the session reset, or none), and only then read the results (libpq pipeline
+ * mode): the server sees them back to back, the worker waits once instead of once a statement.
+ * At most DB_PIPELINE_MAX queries. No cancel is ever sent (in a pipeline it could hit the next
+ * statement): rows past max_rows or the reply limit are read and dropped. Only for statements
+ * that cannot change the transaction state or start a COPY (db_sql_pipelinable).
+ * Each query's status and result object are set even on failure. Returns DB_CONN_LOST when the
+ * connection broke or the pipeline lost its way (drop the connection), DB_SQL_ERROR when an
+ * `after` statement failed (the queries' results stand), else DB_OK.
+ */
+db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, const char *const *after,
+                           int nafter, const db_exec_opts *opts);
+
+/*
+ * The statement may run in a pipeline: its first keyword (after blanks and comments) is SELECT,
+ * WITH, VALUES, TABLE, INSERT, UPDATE or DELETE, none of which can open or end a transaction
+ * block or start a COPY. A lexical test, conservative: anything else runs alone.
+ */
+bool db_sql_pipelinable(const char *sql);
+
 /* Append {"id":..,"error":{"code":code,"message":message}} (id only when not NULL). */
 void db_result_error(db_buf *out, const char *id, const char *code, const char *message);
 

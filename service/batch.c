@@ -29,9 +29,11 @@ svc_batch *svc_batch_new(struct evhttp_request *req, http_batch_req *desc)
     b->jobs = calloc((size_t)b->njobs, sizeof(*b->jobs));
     if (!b->slots || !b->jobs)
         goto fail;
+    bool parallel = b->desc->mode == HTTP_MODE_PARALLEL && !b->desc->read_only;
     for (int i = 0; i < b->njobs; i++) {
         b->jobs[i].batch = b;
         b->jobs[i].index = i;
+        b->jobs[i].pipelinable = parallel && db_sql_pipelinable(b->desc->queries[i].sql);
         atomic_init(&b->jobs[i].state, SVC_JOB_QUEUED);
     }
     atomic_init(&b->remaining, b->njobs);

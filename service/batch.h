@@ -50,6 +50,8 @@ typedef enum svc_job_state {
 typedef struct svc_job {
     svc_batch *batch;       /* the batch this job belongs to (not owned) */
     int index;              /* the query's index; in transaction mode 0, and the job runs them all */
+    bool pipelinable;       /* may share a pipeline with the batch's other such jobs (parallel,
+                               not read-only, db_sql_pipelinable) */
     _Atomic int state;      /* svc_job_state; the one claim point between a worker and the loop */
     int worker;             /* the worker running it (written before the claim to RUNNING) */
     uint64_t run_seq;       /* that worker's run number for it, so a late cancel cannot hit the
@@ -98,6 +100,15 @@ bool svc_job_finish(svc_job *job);
  * publish it (svc_job_finish) and its query counts. Returns false when the connection was
  * found broken (the slots say db_unavailable). */
 bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats);
+
+/*
+ * Worker side: run n claimed pipelinable jobs of one batch in one pipeline on the worker's
+ * connection (db_exec_pipeline), `after` behind them (the session reset, or none), and publish
+ * each. *after_ok says whether `after` succeeded. Returns false when the connection was found
+ * broken.
+ */
+bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
+                          const char *const *after, int nafter, bool *after_ok);
 
 /* Fill a claimed job's slots with a db_unavailable error without touching the database, and
  * publish it. */

@@ -219,6 +219,43 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
     return st != DB_CONN_LOST && db_conn_ok(conn);
 }
 
+bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
+                          const char *const *after, int nafter, bool *after_ok)
+{
+    svc_batch *b = jobs[0]->batch;
+    const http_batch_req *d = b->desc;
+    db_exec_opts opts = {.rows_as_objects = d->rows_as_objects,
+                         .int8_as_number = d->int8_as_number,
+                         .max_rows = d->max_rows,
+                         .reply_bytes = &b->reply_bytes,
+                         .max_reply_bytes = b->max_reply_bytes};
+    db_pipe_query qs[DB_PIPELINE_MAX];
+
+    n = n < DB_PIPELINE_MAX ? n : DB_PIPELINE_MAX;
+    for (int i = 0; i < n; i++) {
+        const http_query *q = &d->queries[jobs[i]->index];
+        qs[i] = (db_pipe_query){.id = q->id, .sql = q->sql, .nparams = q->nparams,
+                                .params = (const char *const *)q->params,
+                                .out = &b->slots[jobs[i]->index]};
+    }
+    db_status st = db_exec_pipeline(conn, qs, n, after, nafter, &opts);
+    *after_ok = st == DB_OK;
+    for (int i = 0; i < n; i++) {
+        run_ctx r = {.job = jobs[i], .b = b, .d = d, .conn = conn, .stats = stats};
+        svc_hist_observe(&stats->query_duration, (uint64_t)(qs[i].elapsed_ms * 1e6));
+        count(&r, outcome_of(qs[i].status));
+        finish(&r);
+    }
+    /* None of these statements can open a transaction block; should one be open anyway, it
+     * must not reach the next batch, and the reset that ran inside it is undone too. */
+    if (st != DB_CONN_LOST && db_conn_in_transaction(conn)) {
+        *after_ok = false;
+        if (db_exec_command(conn, "ROLLBACK", NULL) == DB_CONN_LOST)
+            st = DB_CONN_LOST;
+    }
+    return st != DB_CONN_LOST && db_conn_ok(conn);
+}
+
 void svc_job_fail(svc_job *job, const char *message, svc_worker_stats *stats)
 {
     run_ctx r = {.job = job, .b = job->batch, .d = job->batch->desc, .stats = stats};

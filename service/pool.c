@@ -23,6 +23,7 @@
 #include <event2/event.h>
 
 #include "db/conn.h"
+#include "db/exec.h"
 #include "service/cancel.h"
 #include "service/clock.h"
 #include "service/log.h"
@@ -222,33 +223,69 @@ static void set_running(worker *w, uint64_t seq)
     pthread_mutex_unlock(&w->cancel_lock);
 }
 
-/* Run one claimed job. A connection found dead before the query was sent is replaced once
- * and the job retried on it; once sent, a query is never retried (it may have written). */
-static void run_job(worker *w, svc_job *job, db_conn **conn)
+/* Before a job runs: a connection found dead (the database restarted while it sat idle) is
+ * replaced once, since nothing was sent on it yet. False when there is none to run on. */
+static bool usable_connection(worker *w, db_conn **conn)
 {
     char err[512];
 
-    if (!db_conn_alive(*conn)) {
-        svc_log_warn("worker %d: database connection found dead before use; reconnecting",
-                     w->id);
-        drop_connection(w, conn);
-        *conn = connect_once(w, err, sizeof(err));
-        if (!*conn) {
-            svc_log_warn("worker %d: cannot reconnect: %s", w->id, err);
-            svc_job_fail(job, "the database connection was lost and could not be re-established",
-                         w->stats);
-            return;
+    if (db_conn_alive(*conn))
+        return true;
+    svc_log_warn("worker %d: database connection found dead before use; reconnecting", w->id);
+    drop_connection(w, conn);
+    *conn = connect_once(w, err, sizeof(err));
+    if (!*conn) {
+        svc_log_warn("worker %d: cannot reconnect: %s", w->id, err);
+        return false;
+    }
+    svc_stat_inc(&w->stats->reconnects);
+    atomic_fetch_add(&w->pool->connected, 1);
+    set_connection(w, *conn);
+    return true;
+}
+
+static void connection_lost(worker *w, db_conn **conn)
+{
+    const char *m = PQerrorMessage(db_conn_pg(*conn));
+    svc_log_warn("worker %d: database connection lost: %.*s", w->id, (int)strcspn(m, "\n"), m);
+    drop_connection(w, conn);
+}
+
+/*
+ * Run claimed jobs: one job alone, or several pipelinable jobs of one batch in one pipeline
+ * with the session reset behind them. Once sent, a query is never retried (it may have
+ * written). Returns whether the connection still needs its session reset.
+ */
+static bool run_claimed(worker *w, svc_job **jobs, int n, db_conn **conn)
+{
+    bool reset = w->pool->settings->reset_sessions, after_ok = true;
+
+    if (!usable_connection(w, conn)) {
+        for (int i = 0; i < n; i++)
+            svc_job_fail(jobs[i], "the database connection was lost and could not be "
+                                  "re-established", w->stats);
+        return false;
+    }
+    if (!jobs[0]->pipelinable) {
+        if (!svc_job_run(jobs[0], *conn, w->stats)) {
+            connection_lost(w, conn);
+            return false;
         }
-        svc_stat_inc(&w->stats->reconnects);
-        atomic_fetch_add(&w->pool->connected, 1);
-        set_connection(w, *conn);
+        return reset; /* reset after the hand-back, so the reply does not wait for it */
     }
-    if (!svc_job_run(job, *conn, w->stats)) {
-        const char *m = PQerrorMessage(db_conn_pg(*conn));
-        svc_log_warn("worker %d: database connection lost: %.*s", w->id, (int)strcspn(m, "\n"),
-                     m);
-        drop_connection(w, conn);
+    if (!svc_job_run_pipeline(jobs, n, *conn, w->stats, reset ? db_reset_sql : NULL,
+                              reset ? db_reset_nsql : 0, &after_ok)) {
+        connection_lost(w, conn);
+        return false;
     }
+    return !after_ok; /* a cancel meant for the batch may have landed in the reset: redo it */
+}
+
+/* A job that may join first's pipeline: both pipelinable, of the same batch. */
+static bool joins_pipeline(const void *first, const void *next)
+{
+    const svc_job *a = first, *b = next;
+    return a->pipelinable && b->pipelinable && a->batch == b->batch;
 }
 
 static void *worker_main(void *arg)
@@ -257,7 +294,11 @@ static void *worker_main(void *arg)
     svc_pool *p = w->pool;
     db_conn *conn = NULL;
     bool lost_before = false; /* the next connect is a reconnect */
+    size_t depth = (size_t)p->settings->pipeline_depth;
+    svc_job *jobs[DB_PIPELINE_MAX], *claimed[DB_PIPELINE_MAX];
 
+    if (depth > DB_PIPELINE_MAX)
+        depth = DB_PIPELINE_MAX;
     for (;;) {
         if (!conn) {
             conn = connect_with_backoff(w);
@@ -270,8 +311,9 @@ static void *worker_main(void *arg)
             set_connection(w, conn);
         }
         bool closed = false;
-        svc_job *job = svc_queue_pop_timed(p->queue, IDLE_CHECK_MS, &closed);
-        if (!job) {
+        size_t n = svc_queue_pop_run(p->queue, IDLE_CHECK_MS, &closed, (void **)jobs, depth,
+                                     joins_pipeline);
+        if (n == 0) {
             if (closed)
                 break;
             if (!db_conn_alive(conn)) {
@@ -280,18 +322,26 @@ static void *worker_main(void *arg)
             }
             continue;
         }
-        svc_hist_observe(&w->stats->queue_wait, svc_clock_ns_since(&job->queued));
         uint64_t seq = ++w->next_seq;
+        int nclaimed = 0;
         set_running(w, seq);
-        if (svc_job_claim(job, w->id, seq)) {
+        for (size_t i = 0; i < n; i++) {
+            svc_hist_observe(&w->stats->queue_wait, svc_clock_ns_since(&jobs[i]->queued));
+            if (svc_job_claim(jobs[i], w->id, seq))
+                claimed[nclaimed++] = jobs[i];
+        }
+        bool needs_reset = false;
+        if (nclaimed) {
             atomic_store_explicit(&w->stats->busy, true, memory_order_relaxed);
-            run_job(w, job, &conn); /* publishes the job, unless it was abandoned meanwhile */
+            /* publishes each job, unless it was abandoned meanwhile */
+            needs_reset = run_claimed(w, claimed, nclaimed, &conn);
             atomic_store_explicit(&w->stats->busy, false, memory_order_relaxed);
         }
         set_running(w, 0);
-        release(p, job->batch);
+        for (size_t i = 0; i < n; i++)
+            release(p, jobs[i]->batch);
         /* After the hand-back, so the reply does not wait for it. */
-        if (conn && p->settings->reset_sessions && !db_conn_reset(conn)) {
+        if (conn && needs_reset && !db_conn_reset(conn)) {
             svc_log_warn("worker %d: session reset failed; reconnecting", w->id);
             drop_connection(w, &conn);
         }

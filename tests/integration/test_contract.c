@@ -35,7 +35,8 @@ static fx_server busy = {.pid = -1}; /* one worker, a queue of two jobs */
 
 static int group_setup(void **state)
 {
-    static const char *const busy_args[] = {"--workers", "1", "--queue-size", "2", "--max-queries", "2", NULL};
+    static const char *const busy_args[] = {"--workers", "1", "--queue-size", "2", "--max-queries", "2",
+                                            "--pipeline-depth", "1", NULL};
     const fx_opts main_opts = {0};
     const fx_opts down_opts = {.database = "host=/nonexistent dbname=x", .not_ready = true};
     const fx_opts busy_opts = {.args = busy_args};

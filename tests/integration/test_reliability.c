@@ -203,7 +203,9 @@ static void test_client_gone_cancels(void **state)
 static void test_overload_refused(void **state)
 {
     (void)state;
-    static const char *const args[] = {"--workers", "1", "--queue-size", "2", "--max-queries", "2", NULL};
+    /* pipeline_depth 1: the busy worker takes one job, so the other stays in the queue */
+    static const char *const args[] = {"--workers", "1", "--queue-size", "2", "--max-queries", "2",
+                                       "--pipeline-depth", "1", NULL};
     const fx_opts opts = {.args = args};
     fx_server small = {.pid = -1};
     assert_true(fx_start(&small, &opts));
