@@ -143,7 +143,8 @@ static void on_replied(void *arg, const http_reply_info *info)
                          .mode = info->mode,
                          .elapsed_ms = info->elapsed_ms,
                          .peer = info->peer,
-                         .request_id = info->request_id};
+                         .request_id = info->request_id,
+                         .token = info->token};
     svc_log_access(&access);
 }
 
