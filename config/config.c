@@ -62,6 +62,9 @@ static const cfg_def cfg_defs[] = {
      "PostgreSQL conninfo string or URI (a secret: never printed)", NULL},
     {"workers", CFG_T_INT, F(workers), 1, 1024, "8", NULL,
      "worker threads, each owning one PostgreSQL connection", NULL},
+    {"role_pool_size", CFG_T_INT, F(role_pool_size), 1, 1024, "4", NULL,
+     "worker threads (one PostgreSQL connection each) of the pool of each ROLE named in "
+     "auth_file, started on that role's first batch", NULL},
     {"queue_size", CFG_T_INT, F(queue_size), 1, 1000000, "1024", NULL,
      "capacity of the job queue, in jobs", NULL},
     {"pipeline_depth", CFG_T_INT, F(pipeline_depth), 1, 64, "16", NULL,

@@ -45,6 +45,7 @@ typedef struct cfg_settings {
     int listen_port;          /* port part of listen, 0..65535 (0: any free port) */
     char *database;           /* libpq conninfo string or URI; NULL when none is configured */
     int workers;              /* worker threads, each owning one PostgreSQL connection */
+    int role_pool_size;       /* workers (and connections) of each per-role pool */
     int queue_size;           /* capacity of the job queue, in jobs */
     int pipeline_depth;       /* most queries of one batch a worker pipelines at once */
     long max_body_bytes;      /* largest request body accepted, bytes */

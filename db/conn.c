@@ -82,9 +82,13 @@ bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values
         }
         if (strcmp(o->keyword, "client_encoding") == 0)
             continue; /* pinned below */
+        if (p->user && (strcmp(o->keyword, "user") == 0 || strcmp(o->keyword, "password") == 0))
+            continue; /* replaced by p->user; fanout's own password is never offered for it */
         if (!(kw[n] = strdup(o->keyword)) || !(val[n++] = strdup(o->val)))
             goto oom;
     }
+    if (p->user && (!(kw[n] = strdup("user")) || !(val[n++] = strdup(p->user))))
+        goto oom;
     for (size_t i = 0; i < sizeof(resilience_defaults) / sizeof(resilience_defaults[0]); i++) {
         bool set = false;
         for (size_t j = 0; j < n; j++)

@@ -22,6 +22,10 @@ typedef struct db_conn db_conn;
 
 typedef struct db_conn_params {
     const char *conninfo;      /* libpq conninfo string or URI; "" for libpq's defaults */
+    /* Log in as this role instead of the conninfo's user, or NULL. The conninfo's password is
+     * then left out: it is another role's. libpq finds the role's own in the passfile
+     * (PGPASSFILE, the conninfo's passfile, ~/.pgpass), looked up by user name. */
+    const char *user;
     const char *timezone;      /* pinned TimeZone, e.g. "UTC" */
     int statement_timeout_ms;  /* pinned statement_timeout, ms; 0 for none */
     int lock_timeout_ms;       /* pinned lock_timeout, ms; 0 for none */
@@ -32,8 +36,9 @@ typedef struct db_conn_params {
 } db_conn_params;
 
 /*
- * The keyword/value arrays fanout connects with: the user's conninfo, fanout's defaults for
- * what it leaves unset, and the pinned settings appended to `options` (so they win). Both
+ * The keyword/value arrays fanout connects with: the user's conninfo (with p->user in place of
+ * its user and password, when set), fanout's defaults for what it leaves unset, and the pinned
+ * settings appended to `options` (so they win). Both
  * arrays are NULL-terminated; free with db_conninfo_free. Returns false and writes err for a
  * conninfo libpq cannot parse. Exposed so config checks and unit tests see what is used.
  */

@@ -479,5 +479,6 @@ void http_batch_req_free(http_batch_req *req)
         free(q->id);
     }
     free(req->queries);
+    free(req->token);
     free(req);
 }

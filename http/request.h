@@ -45,6 +45,8 @@ typedef struct http_batch_req {
     int timeout_ms;           /* "timeout_ms", lowered to max_timeout_ms; the default if absent */
     int nqueries;             /* entries in queries, >= 1 */
     http_query *queries;      /* in request order */
+    char *token;              /* NAME of the token that sent it, owned, for the access log; NULL
+                                 without one. Set by the HTTP server, not by the parser */
 } http_batch_req;
 
 typedef struct http_req_limits {

@@ -117,6 +117,8 @@ struct http_server {
     conn_set clients;                  /* connections counted against max_clients */
     http_auth_table *auth;             /* tokens in force, owned; used when settings->auth_file */
     http_tls *tls;                     /* owned; NULL: plain HTTP (no tls_cert_file) */
+    struct evhttp_request *routing;    /* the request being routed, during route() only */
+    const char *routing_token;         /* its token's NAME (points into the table), or NULL */
     bool draining;                     /* shutting down: every reply closes its connection */
 };
 
@@ -146,9 +148,10 @@ static double ms_since(const struct timespec *t0)
     return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-/* Tell the service about a reply about to be sent (access log, metrics). */
+/* Tell the service about a reply about to be sent (access log, metrics). token: the NAME of the
+ * token that sent a deferred request; a reply during routing finds its own. */
 static void report(struct evhttp_request *req, int status, double elapsed_ms, int queries,
-                   const char *mode)
+                   const char *mode, const char *token)
 {
     http_server *s = the_server;
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
@@ -172,6 +175,7 @@ static void report(struct evhttp_request *req, int status, double elapsed_ms, in
         .mode = mode,
         .peer = peer,
         .request_id = evhttp_find_header(evhttp_request_get_output_headers(req), "X-Request-Id"),
+        .token = token ? token : req == s->routing ? s->routing_token : NULL,
     };
     s->handlers.replied(s->handlers.arg, &info);
 }
@@ -189,14 +193,16 @@ static void send_reply(struct evhttp_request *req, int status, struct evbuffer *
 void http_reply_json(struct evhttp_request *req, int status, struct evbuffer *body)
 {
     /* Synchronous replies happen while their request is being routed. */
-    report(req, status, the_server ? ms_since(&the_server->routed) : 0, 0, NULL);
+    report(req, status, the_server ? ms_since(&the_server->routed) : 0, 0, NULL, NULL);
     send_reply(req, status, body);
 }
 
-void http_reply_batch(struct evhttp_request *req, struct evbuffer *body, int queries,
-                      bool transaction, double elapsed_ms)
+void http_reply_batch(struct evhttp_request *req, struct evbuffer *body,
+                      const http_batch_req *desc, double elapsed_ms)
 {
-    report(req, 200, elapsed_ms, queries, transaction ? "transaction" : "parallel");
+    bool transaction = desc->mode == HTTP_MODE_TRANSACTION;
+    report(req, 200, elapsed_ms, desc->nqueries, transaction ? "transaction" : "parallel",
+           desc->token);
     send_reply(req, 200, body);
 }
 
@@ -276,6 +282,12 @@ static void handle_batch(http_server *s, struct evhttp_request *req, const http_
         http_reply_error(req, 400, "bad_request", err);
         return;
     }
+    /* A copy: a reload may free the caller before the batch is answered. */
+    if (caller && !(desc->token = strdup(caller->name))) {
+        http_batch_req_free(desc);
+        http_reply_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
     s->handlers.batch(req, desc, caller, s->handlers.arg);
 }
 
@@ -315,7 +327,7 @@ static void handle_metrics(http_server *s, struct evhttp_request *req)
         return;
     }
     s->handlers.metrics(s->handlers.arg, body);
-    report(req, 200, ms_since(&s->routed), 0, NULL);
+    report(req, 200, ms_since(&s->routed), 0, NULL, NULL);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4; charset=utf-8");
     evhttp_send_reply(req, 200, NULL, cmd == EVHTTP_REQ_HEAD ? NULL : body);
@@ -444,6 +456,8 @@ static void route(struct evhttp_request *req, void *arg)
     /* Before the body is parsed and before the service hears of the request. */
     if (path && needs_token(s, path) && !authenticate(s, req, &caller))
         return;
+    s->routing = req;
+    s->routing_token = caller ? caller->name : NULL;
     if (!path)
         http_reply_error(req, 400, "bad_request", "malformed request target");
     else if (strcmp(path, "/v1/batch") == 0)
@@ -456,6 +470,8 @@ static void route(struct evhttp_request *req, void *arg)
         handle_metrics(s, req);
     else
         http_reply_error(req, 404, "not_found", "no such route");
+    s->routing = NULL;
+    s->routing_token = NULL;
 }
 
 static void format_address(http_server *s)

@@ -43,6 +43,7 @@ typedef struct http_reply_info {
     const char *mode;       /* "parallel" / "transaction" (batch replies), else NULL */
     const char *peer;       /* "host:port" of the client, "-" when it is gone */
     const char *request_id; /* X-Request-Id as received, or the one fanout generated */
+    const char *token;      /* NAME of the token that authenticated it, NULL when none did */
 } http_reply_info;
 
 typedef struct http_handlers {
@@ -86,9 +87,10 @@ void http_server_free(http_server *s);
 /* Complete req with status and a JSON body (moved out of body). */
 void http_reply_json(struct evhttp_request *req, int status, struct evbuffer *body);
 
-/* Complete a batch request with its 200 reply; the numbers go to the access log. */
-void http_reply_batch(struct evhttp_request *req, struct evbuffer *body, int queries,
-                      bool transaction, double elapsed_ms);
+/* Complete a batch request with its 200 reply; the numbers and the name of the token that sent
+ * it (desc->token) go to the access log. */
+void http_reply_batch(struct evhttp_request *req, struct evbuffer *body,
+                      const http_batch_req *desc, double elapsed_ms);
 
 /* Complete req with {"error":{"code":code,"message":message}}. */
 void http_reply_error(struct evhttp_request *req, int status, const char *code,

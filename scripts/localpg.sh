@@ -5,6 +5,7 @@
 #   localpg.sh start-run    the cluster `make run` uses: ./var/pg, kept between runs, demo data
 #   localpg.sh stop-run     stop it
 #   localpg.sh start-temp   a throwaway cluster under a new temp dir; prints DIR then the conninfo
+#                           (members of role fanout_password_login must log in with a password)
 #   localpg.sh stop-temp DIR
 #   localpg.sh server-stop DIR | server-start DIR   stop/start a temp cluster's server, keeping it
 #                                                   (fault tests take the database away)
@@ -103,6 +104,10 @@ start-temp)
     init "$dir"
     # A throwaway cluster: durability is worth nothing here.
     printf 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n' >>"$dir/data/postgresql.conf"
+    # Every login is trusted, except for members of the role fanout_password_login (which the
+    # tests create): they must give a password, so a passfile is really put to use.
+    { echo "local all +fanout_password_login scram-sha-256"; cat "$dir/data/pg_hba.conf"; } >"$dir/hba.new"
+    cat "$dir/hba.new" >"$dir/data/pg_hba.conf" && rm -f "$dir/hba.new"
     start "$dir"
     create_db "$dir" fanout_test
     echo "$dir"

@@ -162,7 +162,7 @@ uint64_t svc_batch_reply(svc_batch *b, const char *code, const char *message)
     ok = ok && evbuffer_add_printf(body, ",\"elapsed_ms\":%.3f}", elapsed) > 0;
 
     if (ok)
-        http_reply_batch(b->req, body, b->desc->nqueries, transaction, elapsed);
+        http_reply_batch(b->req, body, b->desc, elapsed);
     else
         http_reply_error(b->req, 500, "internal_error", "out of memory assembling the reply");
     b->req = NULL;

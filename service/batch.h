@@ -77,6 +77,7 @@ struct svc_batch {
     size_t max_reply_bytes;     /* setting max_response_bytes; read-only once queued */
     bool committed;             /* transaction mode: COMMIT succeeded (written by its worker) */
     db_buf commit_error;        /* transaction mode: COMMIT's error object, empty if none */
+    struct svc_pool *pool;      /* the pool its jobs were queued on (svc_pool_submit); not owned */
     svc_batch *next;            /* link in the pool's completion list (guarded by its lock) */
     /* Loop thread only: */
     svc_batch_phase phase;      /* replied yet? */

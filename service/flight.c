@@ -15,7 +15,6 @@
 
 struct svc_flight {
     struct event_base *base;   /* the loop */
-    svc_pool *pool;            /* where jobs go; not owned */
     svc_metrics *metrics;      /* not owned */
     svc_batch *live;           /* batches not yet replied to (doubly linked) */
     int running;               /* entries in live */
@@ -36,11 +35,6 @@ svc_flight *svc_flight_new(struct event_base *base, svc_metrics *metrics,
     f->changed = changed;
     f->changed_arg = arg;
     return f;
-}
-
-void svc_flight_set_pool(svc_flight *f, svc_pool *pool)
-{
-    f->pool = pool;
 }
 
 static void unlink_live(svc_flight *f, svc_batch *b)
@@ -86,8 +80,8 @@ static void finish(svc_flight *f, svc_batch *b, const char *code, const char *me
 
 static void cancel_on_server(svc_job *job, void *arg)
 {
-    svc_flight *f = arg;
-    svc_pool_cancel(f->pool, job);
+    (void)arg;
+    svc_pool_cancel(job->batch->pool, job);
 }
 
 /* End a batch before its jobs are done: abandon them, cancel the running ones, reply. */
@@ -96,7 +90,7 @@ static void expire(svc_flight *f, svc_batch *b, svc_query_outcome why, const cha
 {
     if (b->phase != SVC_BATCH_RUNNING)
         return;
-    int lost = svc_batch_abandon(b, cancel_on_server, f);
+    int lost = svc_batch_abandon(b, cancel_on_server, NULL);
     svc_metrics_queries(f->metrics, why, (uint64_t)lost);
     svc_batch_outcome outcome = why == SVC_Q_CANCELED ? SVC_B_CANCELED : SVC_B_TIMEOUT;
     /* Every job may have finished just now: then the results stand. */
@@ -147,11 +141,13 @@ static void reply_unavailable(struct evhttp_request *req, const char *code, cons
     http_reply_error(req, 503, code, message);
 }
 
-void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req *desc)
+void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req *desc,
+                       svc_pool *pool)
 {
     bool transaction = desc->mode == HTTP_MODE_TRANSACTION;
     int timeout_ms = desc->timeout_ms;
     svc_batch *b = svc_batch_new(req, desc);
+    char why[512] = "no database connection could be started for this token's role";
 
     if (!b) {
         http_reply_error(req, 500, "internal_error", "out of memory");
@@ -164,7 +160,7 @@ void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req
         svc_batch_free(b);
         return;
     }
-    switch (svc_pool_submit(f->pool, b)) {
+    switch (pool ? svc_pool_submit(pool, b) : SVC_DB_UNAVAILABLE) {
     case SVC_SUBMITTED:
         break;
     case SVC_OVERLOADED:
@@ -174,7 +170,9 @@ void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req
         return;
     case SVC_DB_UNAVAILABLE:
         svc_metrics_batch(f->metrics, transaction, SVC_B_DB_UNAVAILABLE, 0);
-        reply_unavailable(req, "db_unavailable", "no database connection is available");
+        if (pool)
+            svc_pool_unavailable(pool, why, sizeof(why));
+        reply_unavailable(req, "db_unavailable", why);
         svc_batch_free(b);
         return;
     }

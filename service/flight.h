@@ -29,14 +29,13 @@ typedef struct svc_flight svc_flight;
  * watches the counts). */
 svc_flight *svc_flight_new(struct event_base *base, svc_metrics *metrics,
                            void (*changed)(void *arg), void *arg);
-/* The pool is made after the flight (it needs svc_flight_done); set it before submitting. */
-void svc_flight_set_pool(svc_flight *f, svc_pool *pool);
+/* Take over desc and req: queue the batch on pool, or refuse it at once with 503 (overloaded or
+ * db_unavailable, with Retry-After). pool NULL: none could be started for the caller (the
+ * reason was logged): db_unavailable. Cancels go to the pool the batch was queued on. */
+void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req *desc,
+                       svc_pool *pool);
 
-/* Take over desc and req: queue the batch, or refuse it at once with 503 (overloaded or
- * db_unavailable, with Retry-After). */
-void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req *desc);
-
-/* The pool's done callback (arg: the flight): a batch's jobs have all let go of it. */
+/* Every pool's done callback (arg: the flight): a batch's jobs have all let go of it. */
 void svc_flight_done(svc_batch *b, void *arg);
 
 /* End every batch still running, as for a deadline, with the given per-query error code, and

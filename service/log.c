@@ -105,10 +105,14 @@ void svc_log_access(const svc_access *a)
         db_buf_printf(&b, ",\"elapsed_ms\":%.3f", a->elapsed_ms);
         put_field(&b, "peer", a->peer);
         put_field(&b, "request_id", a->request_id);
+        if (a->token)
+            put_field(&b, "token", a->token);
     } else {
         db_buf_printf(&b, " %s %s %d queries=%d mode=%s %.3fms peer=%s id=%s", a->method, a->path,
                       a->status, a->queries, a->mode ? a->mode : "-", a->elapsed_ms, a->peer,
                       a->request_id);
+        if (a->token)
+            db_buf_printf(&b, " token=%s", a->token);
     }
     emit(&b);
     db_buf_free(&b);

@@ -32,6 +32,7 @@ typedef struct svc_access {
     double elapsed_ms;      /* request accepted to reply sent */
     const char *peer;       /* "127.0.0.1:50312", or "-" when the client is gone */
     const char *request_id; /* X-Request-Id as received or generated */
+    const char *token;      /* NAME of the token that authenticated it; NULL: none (left out) */
 } svc_access;
 
 void svc_log_access(const svc_access *a);

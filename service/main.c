@@ -5,7 +5,8 @@
  *   - the main thread runs the libevent loop: HTTP in and out, batch bookkeeping, replies.
  *     It never calls libpq and never blocks.
  *   - svc_pool's worker threads each own one PostgreSQL connection and run the blocking libpq
- *     calls; finished batches come back to the loop through the pool's notification.
+ *     calls; finished batches come back to the loop through the pool's notification. svc_pools
+ *     holds the main pool and, started on demand, one pool per token role.
  *
  * Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight batches finish, stop the loop, join
  * the workers (closing their connections), free evhttp on the loop thread, exit 0. A second
@@ -37,6 +38,7 @@
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/pool.h"
+#include "service/pools.h"
 
 extern char **environ;
 
@@ -49,7 +51,7 @@ typedef struct app {
     struct event_base *base;    /* the loop; main thread */
     svc_metrics *metrics;       /* counters; see metrics.h for who writes what */
     svc_flight *flight;         /* batches in flight (loop thread) */
-    svc_pool *pool;             /* workers */
+    svc_pools *pools;           /* workers: the main pool and the role pools */
     http_server *server;        /* HTTP front end */
     struct event *grace;        /* shutdown: stop even if a reply never finishes writing */
     struct event *shutdown;     /* shutdown: in-flight batches have run out of time */
@@ -107,13 +109,14 @@ static void on_batch(struct evhttp_request *req, http_batch_req *desc, const htt
     app *a = arg;
     if (caller && caller->read_only)
         desc->read_only = true;
-    svc_flight_submit(a->flight, req, desc);
+    /* A token with a role never runs on another pool: NULL here is a refusal, not a fallback. */
+    svc_flight_submit(a->flight, req, desc, svc_pools_for(a->pools, caller ? caller->role : NULL));
 }
 
 static bool on_ready(void *arg, char *reason, size_t reasonlen)
 {
     app *a = arg;
-    if (svc_pool_connected(a->pool) > 0)
+    if (svc_pool_connected(svc_pools_main(a->pools)) > 0)
         return true;
     snprintf(reason, reasonlen, "no worker has a database connection");
     return false;
@@ -123,7 +126,7 @@ static void on_metrics(void *arg, struct evbuffer *out)
 {
     app *a = arg;
     db_buf text = DB_BUF_INIT;
-    svc_metrics_render(a->metrics, &text, svc_pool_queue_depth(a->pool));
+    svc_metrics_render(a->metrics, &text, svc_pool_queue_depth(svc_pools_main(a->pools)));
     if (!text.oom)
         evbuffer_add(out, text.data, text.len);
     db_buf_free(&text);
@@ -140,7 +143,8 @@ static void on_replied(void *arg, const http_reply_info *info)
                          .mode = info->mode,
                          .elapsed_ms = info->elapsed_ms,
                          .peer = info->peer,
-                         .request_id = info->request_id};
+                         .request_id = info->request_id,
+                         .token = info->token};
     svc_log_access(&access);
 }
 
@@ -282,13 +286,12 @@ int main(int argc, char **argv)
         svc_log_error("out of memory");
         goto out;
     }
-    a.pool = svc_pool_start(a.base, &a.settings, a.metrics, svc_flight_done, a.flight, err,
-                            sizeof(err));
-    if (!a.pool) {
+    a.pools = svc_pools_start(a.base, &a.settings, a.metrics, svc_flight_done, a.flight, err,
+                              sizeof(err));
+    if (!a.pools) {
         svc_log_error("%s", err);
         goto out;
     }
-    svc_flight_set_pool(a.flight, a.pool);
     http_handlers handlers = {.batch = on_batch,
                               .ready = on_ready,
                               .metrics = on_metrics,
@@ -316,7 +319,7 @@ int main(int argc, char **argv)
     svc_log_info("stopped");
 out:
     /* Workers first (they may still hand batches back), then evhttp, then the loop. */
-    if (!svc_pool_stop(a.pool)) {
+    if (!svc_pools_stop(a.pools)) {
         /* A worker is stuck on a frozen server; every reply has been sent: leave. */
         svc_log_warn("exiting with a worker still blocked on the database");
         _exit(rc);

@@ -22,15 +22,33 @@ static const char *const routes[] = {"/v1/batch", "/healthz", "/readyz", "/metri
 static const int codes[] = {200, 400, 401, 404, 405, 413, 415, 500, 503};
 #define NCODES (sizeof(codes) / sizeof(codes[0]))
 
+/* The workers' stats of one role's pool. */
+typedef struct role_stats {
+    char *role;                /* the PostgreSQL role, owned */
+    int nworkers;              /* entries in workers */
+    svc_worker_stats *workers; /* one per worker of the role's pool, 64-byte aligned */
+    struct role_stats *next;   /* the next role's (loop thread: added, read at scrape time) */
+} role_stats;
+
 struct svc_metrics {
     uint64_t http[NROUTES][NCODES + 1]; /* requests by route and code; [NCODES]: other codes */
     uint64_t batches[2][SVC_B_OUTCOMES]; /* by mode (0 parallel, 1 transaction) and outcome */
     uint64_t queries[SVC_Q_OUTCOMES];   /* queries the loop thread gave up on, by outcome */
     svc_hist batch_duration;            /* request accepted to reply assembled */
     int nworkers;                       /* entries in workers */
-    svc_worker_stats *workers;          /* one per worker, 64-byte aligned */
+    svc_worker_stats *workers;          /* one per worker of the main pool, 64-byte aligned */
+    role_stats *roles;                  /* the role pools' workers, newest first */
     char *version;                      /* for fanout_build_info */
 };
+
+/* nworkers zeroed stats, 64-byte aligned so workers never share a cache line; NULL: no memory. */
+static svc_worker_stats *stats_new(int nworkers)
+{
+    svc_worker_stats *w = aligned_alloc(64, sizeof(svc_worker_stats) * (size_t)nworkers);
+    if (w)
+        memset(w, 0, sizeof(svc_worker_stats) * (size_t)nworkers);
+    return w;
+}
 
 svc_metrics *svc_metrics_new(int nworkers, const char *version)
 {
@@ -38,13 +56,12 @@ svc_metrics *svc_metrics_new(int nworkers, const char *version)
     if (!m)
         return NULL;
     m->nworkers = nworkers;
-    m->workers = aligned_alloc(64, sizeof(svc_worker_stats) * (size_t)nworkers);
+    m->workers = stats_new(nworkers);
     m->version = strdup(version);
     if (!m->workers || !m->version) {
         svc_metrics_free(m);
         return NULL;
     }
-    memset(m->workers, 0, sizeof(svc_worker_stats) * (size_t)nworkers);
     return m;
 }
 
@@ -52,6 +69,12 @@ void svc_metrics_free(svc_metrics *m)
 {
     if (!m)
         return;
+    for (role_stats *r = m->roles, *next; r; r = next) {
+        next = r->next;
+        free(r->role);
+        free(r->workers);
+        free(r);
+    }
     free(m->workers);
     free(m->version);
     free(m);
@@ -60,6 +83,29 @@ void svc_metrics_free(svc_metrics *m)
 svc_worker_stats *svc_metrics_worker(svc_metrics *m, int i)
 {
     return &m->workers[i];
+}
+
+svc_worker_stats *svc_metrics_role(svc_metrics *m, const char *role, int nworkers)
+{
+    role_stats *r = NULL;
+    for (r = m->roles; r; r = r->next)
+        if (strcmp(r->role, role) == 0)
+            return r->workers;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->role = strdup(role);
+    r->nworkers = nworkers;
+    r->workers = stats_new(nworkers);
+    if (!r->role || !r->workers) {
+        free(r->role);
+        free(r->workers);
+        free(r);
+        return NULL;
+    }
+    r->next = m->roles;
+    m->roles = r;
+    return r->workers;
 }
 
 void svc_stat_inc(_Atomic uint64_t *counter)
@@ -113,45 +159,74 @@ static void header(db_buf *out, const char *name, const char *type, const char *
     db_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* Render a histogram from the sum of several (one per worker, or just one). */
-static void render_hist(db_buf *out, const char *name, const char *help, const svc_hist *h,
-                        size_t n, size_t stride)
+/* A histogram summed over workers. */
+typedef struct hist_sum {
+    uint64_t bucket[SVC_HIST_BUCKETS + 1]; /* observations per bucket (not cumulative) */
+    uint64_t sum_ns;                       /* sum of observations, nanoseconds */
+} hist_sum;
+
+static void hist_add(hist_sum *sum, const svc_hist *h)
 {
-    uint64_t buckets[SVC_HIST_BUCKETS + 1] = {0}, sum_ns = 0, cum = 0;
-    for (size_t w = 0; w < n; w++) {
-        const svc_hist *one = (const svc_hist *)((const char *)h + w * stride);
-        for (int i = 0; i <= SVC_HIST_BUCKETS; i++)
-            buckets[i] += load(&one->bucket[i]);
-        sum_ns += load(&one->sum_ns);
-    }
+    for (int i = 0; i <= SVC_HIST_BUCKETS; i++)
+        sum->bucket[i] += load(&h->bucket[i]);
+    sum->sum_ns += load(&h->sum_ns);
+}
+
+static void render_hist(db_buf *out, const char *name, const char *help, const hist_sum *h)
+{
+    uint64_t cum = 0;
     header(out, name, "histogram", help);
     for (int i = 0; i < SVC_HIST_BUCKETS; i++) {
-        cum += buckets[i];
+        cum += h->bucket[i];
         db_buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[i],
                       (unsigned long long)cum);
     }
-    cum += buckets[SVC_HIST_BUCKETS];
+    cum += h->bucket[SVC_HIST_BUCKETS];
     db_buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9f\n%s_count %llu\n", name,
-                  (unsigned long long)cum, name, (double)sum_ns / 1e9, name,
+                  (unsigned long long)cum, name, (double)h->sum_ns / 1e9, name,
                   (unsigned long long)cum);
+}
+
+/* What the counters and histograms add up over every pool's workers. */
+typedef struct worker_sums {
+    uint64_t queries[SVC_Q_OUTCOMES]; /* queries finished, by outcome */
+    uint64_t reconnects;              /* connections re-established */
+    hist_sum query_duration;          /* one query's execution */
+    hist_sum queue_wait;              /* a job's wait for a worker */
+} worker_sums;
+
+static void add_workers(worker_sums *sum, const svc_worker_stats *w, int n)
+{
+    for (int i = 0; i < n; i++) {
+        for (int o = 0; o < SVC_Q_OUTCOMES; o++)
+            sum->queries[o] += load(&w[i].queries[o]);
+        sum->reconnects += load(&w[i].reconnects);
+        hist_add(&sum->query_duration, &w[i].query_duration);
+        hist_add(&sum->queue_wait, &w[i].queue_wait);
+    }
+}
+
+static int connected_workers(const svc_worker_stats *w, int n)
+{
+    int connected = 0;
+    for (int i = 0; i < n; i++)
+        connected += atomic_load_explicit(&w[i].connected, memory_order_relaxed);
+    return connected;
 }
 
 void svc_metrics_render(svc_metrics *m, db_buf *out, uint64_t queue_depth)
 {
     static const char *const modes[2] = {"parallel", "transaction"};
-    uint64_t queries[SVC_Q_OUTCOMES] = {0}, reconnects = 0;
-    for (int i = 0; i < SVC_Q_OUTCOMES; i++)
-        queries[i] = m->queries[i];
-    int busy = 0, connected = 0;
+    worker_sums sum = {0};
+    int busy = 0, connected = connected_workers(m->workers, m->nworkers);
 
-    for (int w = 0; w < m->nworkers; w++) {
-        svc_worker_stats *s = &m->workers[w];
-        for (int i = 0; i < SVC_Q_OUTCOMES; i++)
-            queries[i] += load(&s->queries[i]);
-        reconnects += load(&s->reconnects);
-        busy += atomic_load_explicit(&s->busy, memory_order_relaxed);
-        connected += atomic_load_explicit(&s->connected, memory_order_relaxed);
-    }
+    for (int i = 0; i < SVC_Q_OUTCOMES; i++)
+        sum.queries[i] = m->queries[i];
+    add_workers(&sum, m->workers, m->nworkers);
+    for (const role_stats *r = m->roles; r; r = r->next)
+        add_workers(&sum, r->workers, r->nworkers);
+    for (int w = 0; w < m->nworkers; w++)
+        busy += atomic_load_explicit(&m->workers[w].busy, memory_order_relaxed);
 
     header(out, "fanout_http_requests_total", "counter", "HTTP requests answered, by route and status code.");
     for (size_t r = 0; r < NROUTES; r++)
@@ -172,15 +247,15 @@ void svc_metrics_render(svc_metrics *m, db_buf *out, uint64_t queue_depth)
     header(out, "fanout_queries_total", "counter", "Queries finished, by outcome.");
     for (int o = 0; o < SVC_Q_OUTCOMES; o++)
         db_buf_printf(out, "fanout_queries_total{outcome=\"%s\"} %llu\n", query_outcome_names[o],
-                      (unsigned long long)queries[o]);
+                      (unsigned long long)sum.queries[o]);
+    hist_sum batches = {0};
+    hist_add(&batches, &m->batch_duration);
     render_hist(out, "fanout_batch_duration_seconds",
-                "Time from accepting a batch to assembling its reply.", &m->batch_duration, 1, 0);
+                "Time from accepting a batch to assembling its reply.", &batches);
     render_hist(out, "fanout_query_duration_seconds",
-                "Time a worker spent running one query, encoding included.",
-                &m->workers[0].query_duration, (size_t)m->nworkers, sizeof(svc_worker_stats));
-    render_hist(out, "fanout_queue_wait_seconds",
-                "Time a job waited in the queue for a worker.", &m->workers[0].queue_wait,
-                (size_t)m->nworkers, sizeof(svc_worker_stats));
+                "Time a worker spent running one query, encoding included.", &sum.query_duration);
+    render_hist(out, "fanout_queue_wait_seconds", "Time a job waited in the queue for a worker.",
+                &sum.queue_wait);
     header(out, "fanout_queue_depth", "gauge", "Jobs waiting in the queue.");
     db_buf_printf(out, "fanout_queue_depth %llu\n", (unsigned long long)queue_depth);
     header(out, "fanout_workers_busy", "gauge", "Workers running a job.");
@@ -193,7 +268,15 @@ void svc_metrics_render(svc_metrics *m, db_buf *out, uint64_t queue_depth)
                   m->nworkers - connected);
     header(out, "fanout_db_reconnects_total", "counter",
            "Connections re-established after one was lost.");
-    db_buf_printf(out, "fanout_db_reconnects_total %llu\n", (unsigned long long)reconnects);
+    db_buf_printf(out, "fanout_db_reconnects_total %llu\n", (unsigned long long)sum.reconnects);
+    header(out, "fanout_role_db_connections", "gauge",
+           "Database connections of the pools of token roles, by role and state.");
+    for (const role_stats *r = m->roles; r; r = r->next) {
+        int up = connected_workers(r->workers, r->nworkers);
+        db_buf_printf(out, "fanout_role_db_connections{role=\"%s\",state=\"connected\"} %d\n"
+                      "fanout_role_db_connections{role=\"%s\",state=\"disconnected\"} %d\n",
+                      r->role, up, r->role, r->nworkers - up);
+    }
     header(out, "fanout_build_info", "gauge", "Build information; always 1.");
     db_buf_printf(out, "fanout_build_info{version=\"%s\"} 1\n", m->version);
 }

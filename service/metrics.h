@@ -7,7 +7,12 @@
  *   - The HTTP and batch counters and the batch histogram are written and read by the loop
  *     thread only.
  * Ownership: svc_metrics_new allocates everything, svc_metrics_free releases it; the pool gets
- * its workers' stats from svc_metrics_worker and must stop before the metrics are freed.
+ * its workers' stats from svc_metrics_worker (the main pool) or svc_metrics_role (a role's pool)
+ * and must stop before the metrics are freed.
+ *
+ * What covers which pool: the counters and histograms add up every pool's workers; the gauges
+ * fanout_workers, fanout_workers_busy, fanout_db_connections and fanout_queue_depth describe the
+ * main pool, as before there were role pools; fanout_role_db_connections describes each role's.
  */
 #ifndef FANOUT_SVC_METRICS_H
 #define FANOUT_SVC_METRICS_H
@@ -62,6 +67,10 @@ typedef struct svc_metrics svc_metrics;
 svc_metrics *svc_metrics_new(int nworkers, const char *version);
 void svc_metrics_free(svc_metrics *m);
 svc_worker_stats *svc_metrics_worker(svc_metrics *m, int i);
+/* Loop thread: the nworkers stats of the pool of a database role, made on the first call for
+ * that role (the same ones after: a pool restarted for the role goes on counting in them).
+ * NULL when out of memory. They live until svc_metrics_free. */
+svc_worker_stats *svc_metrics_role(svc_metrics *m, const char *role, int nworkers);
 
 /* Worker-side helpers (single writer). */
 void svc_stat_inc(_Atomic uint64_t *counter);

@@ -6,6 +6,8 @@
  *   - done_lock guards done_head (the completion list).
  *   - stop_lock + stop_cond let a worker sleep through a reconnect backoff yet wake at once for
  *     shutdown.
+ *   - error_lock guards last_error (written by workers whose connect failed, read by anyone
+ *     building a db_unavailable message).
  *   - each worker's cancel_lock guards its `cancel` handle and `running_seq`. A canceller holds
  *     it while PQcancel runs, so the worker cannot move on to its next job (or swap connections)
  *     mid-cancel: a late cancel can never hit the wrong query. The worker takes it only between
@@ -52,11 +54,19 @@ typedef struct worker {
 
 struct svc_pool {
     const cfg_settings *settings; /* not owned; outlives the pool */
-    svc_metrics *metrics;         /* not owned; outlives the pool */
+    svc_worker_stats *stats;      /* nworkers entries, one per worker; not owned */
+    char *role;                   /* the role its connections log in as, owned; NULL: conninfo's */
+    char label[80];               /* "role NAME " for log lines; "" for the main pool */
+    bool on_demand;               /* queue batches until a connect attempt has failed */
     svc_queue *queue;             /* jobs waiting for a worker */
     svc_cancel *cancels;          /* canceller threads */
-    worker *workers;              /* settings->workers entries */
+    int nworkers;                 /* entries in workers */
+    worker *workers;              /* its workers */
     atomic_int connected;         /* workers with a live connection */
+    atomic_bool connect_failed;   /* some connect attempt has failed (on_demand: stop queueing) */
+    pthread_mutex_t error_lock;   /* guards last_error */
+    char last_error[256];         /* the server's reason for the last failed connect; "" after
+                                     a success */
     atomic_bool stopping;         /* set once by svc_pool_stop */
     atomic_bool warned_superuser; /* the superuser warning was logged */
     pthread_mutex_t stop_lock;    /* with stop_cond: interruptible backoff sleeps */
@@ -121,6 +131,8 @@ static void log_notice(const char *message)
 static bool is_login_refused(const char *err)
 {
     return strstr(err, "authentication failed") || strstr(err, "no pg_hba.conf entry") ||
+           strstr(err, "no password supplied") || strstr(err, "is not permitted to log in") ||
+           strstr(err, "permission denied for database") ||
            (strstr(err, "role \"") && strstr(err, "does not exist")) ||
            (strstr(err, "database \"") && strstr(err, "does not exist"));
 }
@@ -129,6 +141,7 @@ static db_conn *connect_once(worker *w, char *err, size_t errlen)
 {
     const cfg_settings *s = w->pool->settings;
     db_conn_params params = {.conninfo = s->database ? s->database : "",
+                             .user = w->pool->role,
                              .timezone = s->timezone,
                              .statement_timeout_ms = s->statement_timeout_ms,
                              .lock_timeout_ms = s->lock_timeout_ms,
@@ -145,12 +158,28 @@ static void fail_queued_while_down(worker *w)
 {
     svc_pool *p = w->pool;
     bool closed = false;
+    char why[512];
+    svc_pool_unavailable(p, why, sizeof(why));
     for (svc_job *job; atomic_load(&p->connected) == 0 &&
                        (job = svc_queue_pop_timed(p->queue, 0, &closed)) != NULL;) {
         if (svc_job_claim(job, w->id, 0))
-            svc_job_fail(job, "no database connection is available", w->stats);
+            svc_job_fail(job, why, w->stats);
         release(p, job->batch);
     }
+}
+
+/* Keep the server's reason for a failed connect (what follows libpq's "connection to server
+ * ... failed: ", which names hosts and sockets), or clear it after a success (err NULL). */
+static void note_connect(svc_pool *p, const char *err)
+{
+    const char *reason = err, *at;
+    while (reason && (at = strstr(reason, "failed: ")) != NULL)
+        reason = at + strlen("failed: ");
+    pthread_mutex_lock(&p->error_lock);
+    snprintf(p->last_error, sizeof(p->last_error), "%s", reason ? reason : "");
+    pthread_mutex_unlock(&p->error_lock);
+    if (err)
+        atomic_store(&p->connect_failed, true);
 }
 
 /* A superuser can escape read-only transactions (COPY ... TO PROGRAM) and any token's limits:
@@ -175,18 +204,24 @@ static db_conn *connect_with_backoff(worker *w)
     while (!atomic_load(&p->stopping)) {
         db_conn *c = connect_once(w, err, sizeof(err));
         if (c) {
+            note_connect(p, NULL);
             if (failures)
-                svc_log_info("worker %d: connected after %d failed attempts", w->id, failures);
+                svc_log_info("%sworker %d: connected after %d failed attempts", p->label, w->id,
+                             failures);
             else
-                svc_log_debug("worker %d: connected", w->id);
+                svc_log_debug("%sworker %d: connected", p->label, w->id);
             warn_if_superuser(p, c);
             return c;
         }
+        note_connect(p, err);
         bool refused = is_login_refused(err);
         /* The first failure is news; the repeats of a long outage are noise. */
         svc_log(failures ? CFG_LOG_DEBUG : refused ? CFG_LOG_ERROR : CFG_LOG_WARN,
-                "worker %d: cannot connect to the database: %s (%s)", w->id, err,
-                refused ? "the server refused the login: check the database setting" : "retrying");
+                "%sworker %d: cannot connect to the database: %s (%s)", p->label, w->id, err,
+                !refused   ? "retrying"
+                : p->role ? "the server refused the login: check the role, that it may log in, "
+                            "and its password in the passfile"
+                          : "the server refused the login: check the database setting");
         failures++;
         fail_queued_while_down(w);
         if (refused)
@@ -353,33 +388,40 @@ static void *worker_main(void *arg)
 }
 
 svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings,
-                         svc_metrics *metrics, svc_done_fn done, void *arg, char *err,
+                         const svc_pool_opts *opts, svc_done_fn done, void *arg, char *err,
                          size_t errlen)
 {
     svc_pool *p = calloc(1, sizeof(*p));
     if (!p)
         goto oom;
     p->settings = settings;
-    p->metrics = metrics;
+    p->stats = opts->stats;
+    p->on_demand = opts->on_demand;
+    p->nworkers = opts->workers;
     p->done = done;
     p->done_arg = arg;
     atomic_init(&p->connected, 0);
+    atomic_init(&p->connect_failed, false);
     atomic_init(&p->stopping, false);
     atomic_init(&p->warned_superuser, false);
     pthread_mutex_init(&p->stop_lock, NULL);
     pthread_cond_init(&p->stop_cond, NULL);
     pthread_mutex_init(&p->done_lock, NULL);
+    pthread_mutex_init(&p->error_lock, NULL);
+    if (opts->role)
+        snprintf(p->label, sizeof(p->label), "role %s ", opts->role);
+    p->role = opts->role ? strdup(opts->role) : NULL;
     p->queue = svc_queue_new((size_t)settings->queue_size);
-    p->workers = calloc((size_t)settings->workers, sizeof(*p->workers));
+    p->workers = calloc((size_t)p->nworkers, sizeof(*p->workers));
     p->done_ev = event_new(base, -1, 0, on_done_event, p);
     p->cancels = svc_cancel_start(CANCEL_THREADS, CANCEL_QUEUE);
-    if (!p->queue || !p->workers || !p->done_ev || !p->cancels)
+    if ((opts->role && !p->role) || !p->queue || !p->workers || !p->done_ev || !p->cancels)
         goto oom;
-    for (int i = 0; i < settings->workers; i++) {
+    for (int i = 0; i < p->nworkers; i++) {
         worker *w = &p->workers[i];
         w->pool = p;
         w->id = i;
-        w->stats = svc_metrics_worker(metrics, i);
+        w->stats = &opts->stats[i];
         pthread_mutex_init(&w->cancel_lock, NULL);
         atomic_init(&w->exited, false);
         int rc = pthread_create(&w->thread, NULL, worker_main, w);
@@ -399,8 +441,11 @@ fail:
 
 svc_submit_status svc_pool_submit(svc_pool *p, svc_batch *b)
 {
-    if (atomic_load(&p->connected) == 0)
+    /* A pool started for this very batch is still logging in: let the batch wait for it. */
+    bool starting = p->on_demand && !atomic_load(&p->connect_failed);
+    if (atomic_load(&p->connected) == 0 && !starting)
         return SVC_DB_UNAVAILABLE;
+    b->pool = p;
     b->max_reply_bytes = (size_t)p->settings->max_response_bytes;
     for (int i = 0; i < b->njobs; i++)
         clock_gettime(CLOCK_MONOTONIC, &b->jobs[i].queued);
@@ -423,7 +468,8 @@ static void run_cancel(void *arg)
     /* Only if the worker is still on that very job: never cancel its next one. */
     if (r->w->running_seq == r->seq && r->w->cancel &&
         !PQcancel(r->w->cancel, errbuf, sizeof(errbuf)))
-        svc_log_warn("worker %d: cancel request failed: %s", r->w->id, errbuf);
+        svc_log_warn("%sworker %d: cancel request failed: %s", r->w->pool->label, r->w->id,
+                     errbuf);
     pthread_mutex_unlock(&r->w->cancel_lock);
     free(r);
 }
@@ -438,6 +484,18 @@ void svc_pool_cancel(svc_pool *p, const svc_job *job)
         svc_log_warn("cancel queue full: a query runs on until statement_timeout");
         free(r);
     }
+}
+
+void svc_pool_unavailable(svc_pool *p, char *buf, size_t len)
+{
+    if (!p->role) {
+        snprintf(buf, len, "no database connection is available");
+        return;
+    }
+    pthread_mutex_lock(&p->error_lock);
+    snprintf(buf, len, "no database connection as role %s is available%s%s", p->role,
+             p->last_error[0] ? ": " : "", p->last_error);
+    pthread_mutex_unlock(&p->error_lock);
 }
 
 int svc_pool_connected(svc_pool *p)
@@ -466,21 +524,29 @@ static bool join_bounded(worker *w, struct timespec *until)
     return true;
 }
 
-bool svc_pool_stop(svc_pool *p)
+void svc_pool_stop_begin(svc_pool *p)
 {
-    bool clean = true;
     if (!p)
-        return true;
+        return;
     pthread_mutex_lock(&p->stop_lock);
     atomic_store(&p->stopping, true);
     pthread_mutex_unlock(&p->stop_lock);
     pthread_cond_broadcast(&p->stop_cond);
     if (p->queue)
         svc_queue_close(p->queue);
+}
+
+bool svc_pool_stop(svc_pool *p)
+{
+    bool clean = true;
+    if (!p)
+        return true;
+    svc_pool_stop_begin(p);
     struct timespec until = svc_clock_deadline(JOIN_WAIT_MS);
-    for (int i = 0; p->workers && i < p->settings->workers; i++)
+    for (int i = 0; p->workers && i < p->nworkers; i++)
         if (p->workers[i].started && !join_bounded(&p->workers[i], &until)) {
-            svc_log_error("worker %d is stuck on the database; exiting without it", i);
+            svc_log_error("%sworker %d is stuck on the database; exiting without it", p->label,
+                          i);
             clean = false;
         }
     if (!svc_cancel_stop(p->cancels, free, clean ? JOIN_WAIT_MS : 0))
@@ -490,7 +556,7 @@ bool svc_pool_stop(svc_pool *p)
     /* Jobs no worker took (every connection was down): fail them so their batches complete. */
     for (svc_job *job; p->queue && (job = svc_queue_pop(p->queue)) != NULL;) {
         if (svc_job_claim(job, 0, 0))
-            svc_job_fail(job, "fanout is shutting down", svc_metrics_worker(p->metrics, 0));
+            svc_job_fail(job, "fanout is shutting down", &p->stats[0]);
         release(p, job->batch);
     }
     /* Batches finished after the loop stopped: run their callbacks so each request completes. */
@@ -499,13 +565,15 @@ bool svc_pool_stop(svc_pool *p)
         event_free(p->done_ev);
     }
     svc_queue_free(p->queue);
-    for (int i = 0; p->workers && i < p->settings->workers; i++)
+    for (int i = 0; p->workers && i < p->nworkers; i++)
         if (p->workers[i].started)
             pthread_mutex_destroy(&p->workers[i].cancel_lock);
     free(p->workers);
+    free(p->role);
     pthread_mutex_destroy(&p->stop_lock);
     pthread_cond_destroy(&p->stop_cond);
     pthread_mutex_destroy(&p->done_lock);
+    pthread_mutex_destroy(&p->error_lock);
     free(p);
     return true;
 }

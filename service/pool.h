@@ -14,6 +14,11 @@
  *     lost: a push after the take finds the list empty and activates again.
  *   - svc_pool_stop (loop thread, after the loop has stopped) closes the queue, joins the
  *     workers and frees everything.
+ *
+ * A pool logs in as the conninfo (setting database) says, or as a token's role (svc_pools starts
+ * one per role on demand). A pool started on demand takes batches before its first connections
+ * are made: they wait in the queue (within their deadline) instead of being refused, and fail
+ * with db_unavailable naming the reason if the login fails.
  */
 #ifndef FANOUT_SVC_POOL_H
 #define FANOUT_SVC_POOL_H
@@ -31,9 +36,18 @@ typedef struct svc_pool svc_pool;
 /* Called on the loop thread for each finished batch; takes over the batch. */
 typedef void (*svc_done_fn)(svc_batch *b, void *arg);
 
-/* Start settings->workers workers. The settings must outlive the pool. NULL + err on failure. */
+typedef struct svc_pool_opts {
+    int workers;             /* worker threads, each with one connection, >= 1 */
+    svc_worker_stats *stats; /* `workers` entries, one per worker; must outlive the pool */
+    const char *role;        /* log in as this role (db_conn_params.user), or NULL; copied */
+    bool on_demand;          /* started for a waiting batch: queue batches until a first
+                                connect attempt has failed, rather than refuse them */
+} svc_pool_opts;
+
+/* Start the workers; they connect in the background. The settings must outlive the pool. NULL +
+ * err on failure. */
 svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings,
-                         svc_metrics *metrics, svc_done_fn done, void *arg, char *err,
+                         const svc_pool_opts *opts, svc_done_fn done, void *arg, char *err,
                          size_t errlen);
 
 typedef enum svc_submit_status {
@@ -42,8 +56,14 @@ typedef enum svc_submit_status {
     SVC_DB_UNAVAILABLE      /* no worker has a live connection: nothing was queued */
 } svc_submit_status;
 
-/* Loop thread: queue every job of b, or none. On refusal the caller still owns b. */
+/* Loop thread: queue every job of b, or none, and note the pool in b->pool. On refusal the caller
+ * still owns b. */
 svc_submit_status svc_pool_submit(svc_pool *p, svc_batch *b) __attribute__((warn_unused_result));
+
+/* Why the pool has no connection, for a db_unavailable reply: the main pool's fixed text, or for
+ * a role's pool the role and the server's reason for the last failed login (no secret: libpq's
+ * messages never hold a password). Any thread. */
+void svc_pool_unavailable(svc_pool *p, char *buf, size_t len);
 
 /* Workers whose connection is live right now (any thread). */
 int svc_pool_connected(svc_pool *p);
@@ -54,6 +74,10 @@ size_t svc_pool_queue_depth(svc_pool *p);
 /* Any thread: ask a canceller to cancel, on the server, the job's query if the worker that
  * claimed it is still running it (job is RUNNING or was abandoned while RUNNING). */
 void svc_pool_cancel(svc_pool *p, const svc_job *job);
+
+/* Loop thread, after the loop stopped: tell the workers to stop and wake them, without waiting.
+ * Calling it on every pool before svc_pool_stop lets all their workers wind down at once. */
+void svc_pool_stop_begin(svc_pool *p);
 
 /*
  * Loop thread, after the loop stopped: stop and join the workers (closing their connections),

@@ -22,5 +22,6 @@ int it_hostile(void);       /* test_hostile.c: malformed, oversized, truncated a
 int it_auth(void);          /* test_auth.c: API tokens, 401s, read_only tokens, SIGHUP reload, exposure */
 int it_tls(void);           /* test_tls.c: HTTPS with curl --cacert, TLS 1.1 and plain HTTP refused */
 int it_limits(void);        /* test_limits.c: max_rows cuts, result_too_large, bounded memory, NOTIFY */
+int it_roles(void);         /* test_roles.c: per-token database roles, their pools and passwords */
 
 #endif

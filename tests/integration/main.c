@@ -30,6 +30,7 @@ static const struct {
     {"auth", it_auth},
     {"tls", it_tls},
     {"limits", it_limits},
+    {"roles", it_roles},
 };
 
 static bool wanted(const char *name, int argc, char **argv)

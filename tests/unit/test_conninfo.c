@@ -97,6 +97,38 @@ static void test_option_values_escaped(void **state)
     db_conninfo_free(b.kw, b.val);
 }
 
+/* A role pool logs in as its role: the conninfo's user is replaced and its password, which is
+ * fanout's own, is left out; the passfile and everything else stay. */
+static void test_user_override(void **state)
+{
+    (void)state;
+    static const char *const conninfos[] = {
+        "host=/tmp/x dbname=app user=fanout password=s3cret passfile=/etc/fanout/pgpass",
+        "postgresql://fanout:s3cret@db.example/app?passfile=/etc/fanout/pgpass",
+        "dbname=app passfile=/etc/fanout/pgpass",
+    };
+    for (size_t i = 0; i < sizeof(conninfos) / sizeof(conninfos[0]); i++) {
+        built b;
+        db_conn_params p = {.conninfo = conninfos[i], .user = "report_ro", .timezone = "UTC"};
+        memset(&b, 0, sizeof(b));
+        assert_true(db_conninfo_build(&p, &b.kw, &b.val, b.err, sizeof(b.err)));
+        assert_string_equal(get(&b, "user"), "report_ro");
+        assert_null(get(&b, "password"));
+        assert_string_equal(get(&b, "passfile"), "/etc/fanout/pgpass");
+        assert_string_equal(get(&b, "dbname"), "app");
+        assert_string_equal(get(&b, "client_encoding"), "UTF8");
+        for (int k = 0; b.val[k]; k++)
+            assert_null(strstr(b.val[k], "s3cret"));
+        db_conninfo_free(b.kw, b.val);
+    }
+    /* Without a user of its own, the conninfo's login is kept as it is. */
+    built b;
+    assert_true(build(&b, conninfos[0], "UTC", 0));
+    assert_string_equal(get(&b, "user"), "fanout");
+    assert_string_equal(get(&b, "password"), "s3cret");
+    db_conninfo_free(b.kw, b.val);
+}
+
 static void test_bad_conninfo(void **state)
 {
     (void)state;
@@ -117,6 +149,7 @@ int main(void)
         cmocka_unit_test(test_user_values_win_except_pinned),
         cmocka_unit_test(test_uri_form),
         cmocka_unit_test(test_option_values_escaped),
+        cmocka_unit_test(test_user_override),
         cmocka_unit_test(test_bad_conninfo),
     };
     return cmocka_run_group_tests_name("conninfo", tests, NULL, NULL);
