@@ -549,11 +549,13 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, const char *con
     if (!broken && nafter && !PQpipelineSync(pg))
         broken = true;
     for (int i = 0; i < sent; i++) {
+        /* A query's own time starts when the one before it ended (the first: at the send). */
+        rds[i].started = i ? rds[i - 1].ended : t0;
         (void)PQsetSingleRowMode(pg); /* for the query at the head of the pipeline */
         read_results(&rds[i], pg);
         if (PQstatus(pg) != CONNECTION_OK || !read_sync(pg))
             broken = true;
-        qs[i].elapsed_ms = rds[i].ended - t0;
+        qs[i].elapsed_ms = rds[i].ended - rds[i].started;
     }
     if (!broken && nafter)
         after_ok = read_after(pg, nafter);

@@ -69,7 +69,8 @@ typedef struct db_pipe_query {
     const char *const *params; /* text parameters, NULL entries for SQL NULL */
     db_buf *out;               /* its result object is appended here */
     db_status status;          /* set by db_exec_pipeline */
-    double elapsed_ms;         /* from the pipeline's start to its last result */
+    double elapsed_ms;         /* its own time: from the previous query's last result (the
+                                  first: from the send) to its own last result */
 } db_pipe_query;
 
 /*

@@ -14,6 +14,7 @@
 #include "db/exec.h"
 #include "http/server.h"
 #include "service/clock.h"
+#include "service/speed.h"
 
 svc_batch *svc_batch_new(struct evhttp_request *req, http_batch_req *desc)
 {
@@ -34,6 +35,8 @@ svc_batch *svc_batch_new(struct evhttp_request *req, http_batch_req *desc)
         b->jobs[i].batch = b;
         b->jobs[i].index = i;
         b->jobs[i].pipelinable = parallel && db_sql_pipelinable(b->desc->queries[i].sql);
+        if (b->jobs[i].pipelinable)
+            b->jobs[i].sql_hash = svc_speed_hash(b->desc->queries[i].sql);
         atomic_init(&b->jobs[i].state, SVC_JOB_QUEUED);
     }
     atomic_init(&b->remaining, b->njobs);

@@ -36,6 +36,7 @@
 #include "service/metrics.h"
 
 struct evhttp_request;
+struct svc_speed;
 struct event;
 typedef struct svc_batch svc_batch;
 
@@ -52,6 +53,8 @@ typedef struct svc_job {
     int index;              /* the query's index; in transaction mode 0, and the job runs them all */
     bool pipelinable;       /* may share a pipeline with the batch's other such jobs (parallel,
                                not read-only, db_sql_pipelinable) */
+    bool quick;             /* pipelinable and known to be quick (svc_speed), set at submit */
+    uint64_t sql_hash;      /* svc_speed_hash of its statement, when pipelinable */
     _Atomic int state;      /* svc_job_state; the one claim point between a worker and the loop */
     int worker;             /* the worker running it (written before the claim to RUNNING) */
     uint64_t run_seq;       /* that worker's run number for it, so a late cancel cannot hit the
@@ -105,11 +108,12 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats);
 /*
  * Worker side: run n claimed pipelinable jobs of one batch in one pipeline on the worker's
  * connection (db_exec_pipeline), `after` behind them (the session reset, or none), and publish
- * each. *after_ok says whether `after` succeeded. Returns false when the connection was found
- * broken.
+ * each, and each statement's duration to `speed`. *after_ok says whether `after` succeeded.
+ * Returns false when the connection was found broken.
  */
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
-                          const char *const *after, int nafter, bool *after_ok);
+                          const char *const *after, int nafter, bool *after_ok,
+                          struct svc_speed *speed);
 
 /* Fill a claimed job's slots with a db_unavailable error without touching the database, and
  * publish it. */

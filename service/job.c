@@ -10,6 +10,7 @@
 #include "db/exec.h"
 #include "service/batch.h"
 #include "service/clock.h"
+#include "service/speed.h"
 
 static const char *const isolation_sql[] = {
     [HTTP_ISO_READ_COMMITTED] = "READ COMMITTED",
@@ -220,7 +221,8 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
 }
 
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
-                          const char *const *after, int nafter, bool *after_ok)
+                          const char *const *after, int nafter, bool *after_ok,
+                          svc_speed *speed)
 {
     svc_batch *b = jobs[0]->batch;
     const http_batch_req *d = b->desc;
@@ -242,7 +244,10 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
     *after_ok = st == DB_OK;
     for (int i = 0; i < n; i++) {
         run_ctx r = {.job = jobs[i], .b = b, .d = d, .conn = conn, .stats = stats};
-        svc_hist_observe(&stats->query_duration, (uint64_t)(qs[i].elapsed_ms * 1e6));
+        uint64_t ns = qs[i].elapsed_ms > 0 ? (uint64_t)(qs[i].elapsed_ms * 1e6) : 0;
+        svc_hist_observe(&stats->query_duration, ns);
+        if (speed && qs[i].status != DB_CONN_LOST)
+            svc_speed_observe(speed, jobs[i]->sql_hash, ns);
         count(&r, outcome_of(qs[i].status));
         finish(&r);
     }

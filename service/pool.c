@@ -30,6 +30,7 @@
 #include "service/clock.h"
 #include "service/log.h"
 #include "service/queue.h"
+#include "service/speed.h"
 
 /* An idle worker checks its connection at least this often, so /readyz follows the database. */
 #define IDLE_CHECK_MS 500
@@ -59,6 +60,7 @@ struct svc_pool {
     char label[80];               /* "role NAME " for log lines; "" for the main pool */
     bool on_demand;               /* queue batches until a connect attempt has failed */
     svc_queue *queue;             /* jobs waiting for a worker */
+    svc_speed *speed;             /* how long pipelinable statements take, by SQL text */
     svc_cancel *cancels;          /* canceller threads */
     int nworkers;                 /* entries in workers */
     worker *workers;              /* its workers */
@@ -309,18 +311,25 @@ static bool run_claimed(worker *w, svc_job **jobs, int n, db_conn **conn)
         return reset; /* reset after the hand-back, so the reply does not wait for it */
     }
     if (!svc_job_run_pipeline(jobs, n, *conn, w->stats, reset ? db_reset_sql : NULL,
-                              reset ? db_reset_nsql : 0, &after_ok)) {
+                              reset ? db_reset_nsql : 0, &after_ok, w->pool->speed)) {
         connection_lost(w, conn);
         return false;
     }
     return !after_ok; /* a cancel meant for the batch may have landed in the reset: redo it */
 }
 
-/* A job that may join first's pipeline: both pipelinable, of the same batch. */
-static bool joins_pipeline(const void *first, const void *next)
+/*
+ * May next join the pipeline that first starts? Only jobs of one batch share a pipeline (the
+ * session reset runs between batches, not inside one). Statements known to be quick always do:
+ * one round trip for all beats a wake-up and a round trip each. Others only when no idle worker
+ * would take them: a pipeline runs its statements one after another.
+ */
+static svc_queue_join joins_pipeline(const void *first, const void *next)
 {
     const svc_job *a = first, *b = next;
-    return a->pipelinable && b->pipelinable && a->batch == b->batch;
+    if (!a->pipelinable || !b->pipelinable || a->batch != b->batch)
+        return SVC_JOIN_NO;
+    return a->quick && b->quick ? SVC_JOIN_ALWAYS : SVC_JOIN_IF_SPARE;
 }
 
 static void *worker_main(void *arg)
@@ -412,6 +421,7 @@ svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings,
         snprintf(p->label, sizeof(p->label), "role %s ", opts->role);
     p->role = opts->role ? strdup(opts->role) : NULL;
     p->queue = svc_queue_new((size_t)settings->queue_size);
+    p->speed = svc_speed_new();
     p->workers = calloc((size_t)p->nworkers, sizeof(*p->workers));
     p->done_ev = event_new(base, -1, 0, on_done_event, p);
     p->cancels = svc_cancel_start(CANCEL_THREADS, CANCEL_QUEUE);
@@ -447,9 +457,17 @@ svc_submit_status svc_pool_submit(svc_pool *p, svc_batch *b)
         return SVC_DB_UNAVAILABLE;
     b->pool = p;
     b->max_reply_bytes = (size_t)p->settings->max_response_bytes;
-    for (int i = 0; i < b->njobs; i++)
-        clock_gettime(CLOCK_MONOTONIC, &b->jobs[i].queued);
-    if (!svc_queue_push_all(p->queue, b->jobs, sizeof(*b->jobs), (size_t)b->njobs))
+    /* Workers to wake: one for each job, but one for each pipeline_depth quick ones in a row
+     * (a worker takes those together). */
+    size_t wake = 0, run = 0, depth = (size_t)p->settings->pipeline_depth;
+    for (int i = 0; i < b->njobs; i++) {
+        svc_job *job = &b->jobs[i];
+        clock_gettime(CLOCK_MONOTONIC, &job->queued);
+        job->quick = job->pipelinable && p->speed && svc_speed_quick(p->speed, job->sql_hash);
+        run = job->quick && run && run < depth ? run + 1 : job->quick;
+        wake += run <= 1;
+    }
+    if (!svc_queue_push_all(p->queue, b->jobs, sizeof(*b->jobs), (size_t)b->njobs, wake))
         return SVC_OVERLOADED;
     return SVC_SUBMITTED;
 }
@@ -565,6 +583,7 @@ bool svc_pool_stop(svc_pool *p)
         event_free(p->done_ev);
     }
     svc_queue_free(p->queue);
+    svc_speed_free(p->speed);
     for (int i = 0; p->workers && i < p->nworkers; i++)
         if (p->workers[i].started)
             pthread_mutex_destroy(&p->workers[i].cancel_lock);

@@ -99,7 +99,7 @@ static void post_all(waiter *w)
     }
 }
 
-bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n)
+bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n, size_t wake_max)
 {
     bool ok = false;
     waiter *wake = NULL;
@@ -109,7 +109,8 @@ bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n)
             q->ring[(q->head + q->len + i) % q->capacity] = (char *)first + i * size;
         q->len += n;
         ok = true;
-        wake = pick_idle(q, n); /* a busy consumer looks at the queue before it blocks */
+        /* a busy consumer looks at the queue before it blocks */
+        wake = pick_idle(q, wake_max < n ? wake_max : n);
     }
     pthread_mutex_unlock(&q->lock);
     post_all(wake);
@@ -152,7 +153,7 @@ static void wait_idle(svc_queue *q, const struct timespec *until)
 }
 
 size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **items, size_t max,
-                         bool (*joins)(const void *first, const void *next))
+                         svc_queue_join (*joins)(const void *first, const void *next))
 {
     struct timespec until = svc_clock_deadline(timeout_ms);
     size_t n = 0;
@@ -162,11 +163,13 @@ size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **item
         wait_idle(q, &until); /* once: a wake-up with nothing left is an idle tick too */
     if (q->len > 0) {
         items[n++] = take(q);
-        /* More only while there are items that no consumer blocked or already woken will
-         * take: spread over idle workers first, pipeline only what would wait anyway. */
-        while (n < max && q->len > q->idle + q->woken && joins &&
-               joins(items[0], q->ring[q->head]))
+        while (n < max && q->len > 0 && joins) {
+            svc_queue_join j = joins(items[0], q->ring[q->head]);
+            /* IF_SPARE: only items that no consumer blocked or already woken will take */
+            if (j == SVC_JOIN_NO || (j == SVC_JOIN_IF_SPARE && q->len <= q->idle + q->woken))
+                break;
             items[n++] = take(q);
+        }
     }
     *closed = n == 0 && q->closed;
     pthread_mutex_unlock(&q->lock);

@@ -18,11 +18,19 @@ void svc_queue_free(svc_queue *q); /* after every consumer has returned from svc
 
 /*
  * Push pointers to n consecutive elements of `size` bytes starting at first (a batch's jobs
- * array), all or none: a batch is queued whole or refused whole (overload), never half.
+ * array), all or none: a batch is queued whole or refused whole (overload), never half. Wakes
+ * at most `wake` idle consumers (the ones the items need: fewer when consumers take runs).
  * Returns false when they do not fit or the queue is closed. Never blocks on a full queue.
  */
-bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n)
+bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n, size_t wake)
     __attribute__((warn_unused_result));
+
+/* How the item at the front may join the run a consumer is taking (see svc_queue_pop_run). */
+typedef enum svc_queue_join {
+    SVC_JOIN_NO = 0,   /* not at all: the run ends before it */
+    SVC_JOIN_IF_SPARE, /* only when no idle or already woken consumer would take it */
+    SVC_JOIN_ALWAYS    /* yes: it is cheaper in this run than on another consumer */
+} svc_queue_join;
 
 /* Block until an item is available and return it; NULL once the queue is closed and empty. */
 void *svc_queue_pop(svc_queue *q);
@@ -32,13 +40,11 @@ void *svc_queue_pop(svc_queue *q);
 void *svc_queue_pop_timed(svc_queue *q, int timeout_ms, bool *closed);
 
 /*
- * Like svc_queue_pop_timed (timeout_ms 0: do not wait), but take a run: the oldest item, then
- * up to max - 1 more from the front while joins(first, next) holds and the queue holds more
- * items than there are consumers blocked waiting (those are about to take one each, and work
- * spread over them finishes sooner than work run by one). Returns how many went to items.
+ * Like svc_queue_pop_timed (timeout_ms 0: do not wait), but take a run: the oldest item, then up
+ * to max - 1 more from the front as joins(first, next) allows. Returns how many went to items.
  */
 size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **items, size_t max,
-                         bool (*joins)(const void *first, const void *next));
+                         svc_queue_join (*joins)(const void *first, const void *next));
 
 /* Wake every waiting consumer; later pushes fail, pops drain what is left then return NULL. */
 void svc_queue_close(svc_queue *q);

@@ -17,15 +17,15 @@ static void test_fifo_and_all_or_nothing(void **state)
     int items[8];
     svc_queue *q = svc_queue_new(5);
     assert_non_null(q);
-    assert_true(svc_queue_push_all(q, items, sizeof(int), 3));
+    assert_true(svc_queue_push_all(q, items, sizeof(int), 3, SIZE_MAX));
     /* 3 more do not fit in the 2 free slots: none may be queued. */
-    assert_false(svc_queue_push_all(q, items + 3, sizeof(int), 3));
+    assert_false(svc_queue_push_all(q, items + 3, sizeof(int), 3, SIZE_MAX));
     assert_int_equal(svc_queue_depth(q), 3);
-    assert_true(svc_queue_push_all(q, items + 3, sizeof(int), 2));
+    assert_true(svc_queue_push_all(q, items + 3, sizeof(int), 2, SIZE_MAX));
     for (int i = 0; i < 5; i++)
         assert_ptr_equal(svc_queue_pop(q), &items[i]);
     /* The ring wraps around. */
-    assert_true(svc_queue_push_all(q, items, sizeof(int), 4));
+    assert_true(svc_queue_push_all(q, items, sizeof(int), 4, SIZE_MAX));
     for (int i = 0; i < 4; i++)
         assert_ptr_equal(svc_queue_pop(q), &items[i]);
     assert_int_equal(svc_queue_depth(q), 0);
@@ -37,9 +37,9 @@ static void test_close_drains_then_stops(void **state)
     (void)state;
     int items[2];
     svc_queue *q = svc_queue_new(4);
-    assert_true(svc_queue_push_all(q, items, sizeof(int), 2));
+    assert_true(svc_queue_push_all(q, items, sizeof(int), 2, SIZE_MAX));
     svc_queue_close(q);
-    assert_false(svc_queue_push_all(q, items, sizeof(int), 1));
+    assert_false(svc_queue_push_all(q, items, sizeof(int), 1, SIZE_MAX));
     assert_ptr_equal(svc_queue_pop(q), &items[0]);
     assert_ptr_equal(svc_queue_pop(q), &items[1]);
     assert_null(svc_queue_pop(q));
@@ -75,7 +75,7 @@ static void test_threads_lose_nothing(void **state)
     for (long i = 0; i < PER_PRODUCER; i++) {
         values[i] = i + 1;
         want += i + 1;
-        while (!svc_queue_push_all(q, &values[i], sizeof(long), 1))
+        while (!svc_queue_push_all(q, &values[i], sizeof(long), 1, SIZE_MAX))
             sched_yield();
     }
     svc_queue_close(q);
