@@ -31,6 +31,7 @@ SYSTEMS = [
     ("pgbench-tcp", "pgbench TCP"),
     ("pgbench-unix", "pgbench unix"),
     ("fanout", "fanout"),
+    ("fanout-noreset", "fanout, no reset"),
     ("node", "node pg.Pool"),
     ("asyncio", "aiohttp+asyncpg"),
     ("threads", "threads+psycopg2"),
@@ -48,7 +49,7 @@ WORKLOADS = [
 SYSTEM_LABEL = dict(SYSTEMS)
 WORKLOAD_LABEL = dict(WORKLOADS)
 COLORS = {
-    "pgbench-tcp": "#9e9e9e", "pgbench-unix": "#616161", "fanout": "#1565c0",
+    "pgbench-tcp": "#9e9e9e", "pgbench-unix": "#616161", "fanout": "#1565c0", "fanout-noreset": "#64b5f6",
     "node": "#2e7d32", "asyncio": "#ef6c00", "threads": "#8e24aa",
 }
 
@@ -362,6 +363,16 @@ def target_lines(tg):
     return lines
 
 
+def reset_lines(med):
+    with_reset, without = med.get(("fanout", "batch10")), med.get(("fanout-noreset", "batch10"))
+    if not with_reset or not without or not without["rps"]:
+        return []
+    cost = 100 * (1 - with_reset["rps"] / without["rps"])
+    return ["", "Session reset (issue 6), (b) batch of 10: fanout "
+            f"{fmt_num(with_reset['rps'])} requests/s with it, {fmt_num(without['rps'])} without "
+            f"(--reset-sessions false): {cost:.1f} % fewer with it"]
+
+
 def peer_lines(med):
     lines = ["fanout / best peer, per workload (throughput; latency for (d))"]
     for wl, wlabel in WORKLOADS[2:]:
@@ -453,7 +464,7 @@ def cmd_report(a):
     med = medians(raw)
     tg = targets(med, settings)
     lines = table(med, settings, machine)
-    lines += target_lines(tg) + [""] + peer_lines(med)
+    lines += target_lines(tg) + [""] + peer_lines(med) + reset_lines(med)
     errs = sum(m["errors"] for m in med.values())
     if errs:
         lines += ["", f"WARNING: {errs} errors (non-200 replies, failed queries or socket errors, "

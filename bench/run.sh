@@ -13,7 +13,8 @@
 #     with a pool of 16 and loaded with wrk (bench/wrk/): (a) single.lua, (b) batch10.lua,
 #     (c) batch100.lua with SELECT abalance FROM pgbench_accounts WHERE aid = $1 and random aids,
 #     (e) range.lua (10,000 rows a request); then restarted with a pool of 64 for
-#     (d) slow.lua with 64 x pg_sleep(0.01) a batch and one client.
+#     (d) slow.lua with 64 x pg_sleep(0.01) a batch and one client; and after fanout, (b) again on
+#     fanout with --reset-sessions false, for the cost of the session reset (issue 6).
 # Each run is a warm-up, then a measured run of BENCH_SECONDS. Every service gets the same clients,
 # the same wrk threads and the same keys (the same seeds). It prints one table of medians and the
 # issue's targets with PASS/FAIL, and writes bench/results/latest.json (medians, targets, every raw
@@ -216,6 +217,10 @@ start_service() {
         "$fanout_bin" --listen "127.0.0.1:$svc_port" --database "$dsn" --workers "$pool" \
             --queue-size 4096 >>"$log" 2>&1 &
         ;;
+    fanout-noreset) # what the session reset costs (issue 6): the same, without it
+        "$fanout_bin" --listen "127.0.0.1:$svc_port" --database "$dsn" --workers "$pool" \
+            --queue-size 4096 --reset-sessions false >>"$log" 2>&1 &
+        ;;
     node)
         NODE_ENV=production node "$here/peers/node/server.js" "$svc_port" "$dsn" "$pool" >>"$log" 2>&1 &
         ;;
@@ -379,6 +384,12 @@ for rep in $(seq 1 "$repeat"); do
         if wants fanout64; then
             start_service "$s" "$fan_workers"
             run_wrk "$s" fanout64 "$rep" "$warmup"
+            stop_service
+        fi
+        # Right after fanout's own batch10, the same without the session reset.
+        if [ "$s" = fanout ] && wants batch10; then
+            start_service fanout-noreset "$workers"
+            run_wrk fanout-noreset batch10 "$rep" "$warmup"
             stop_service
         fi
     done

@@ -241,6 +241,10 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
                                 .out = &b->slots[jobs[i]->index]};
     }
     db_status st = db_exec_pipeline(conn, qs, n, after, nafter, &opts);
+    if (n > 1) {
+        svc_stat_inc(&stats->pipelines);
+        svc_stat_add(&stats->pipelined, (uint64_t)n);
+    }
     *after_ok = st == DB_OK;
     for (int i = 0; i < n; i++) {
         run_ctx r = {.job = jobs[i], .b = b, .d = d, .conn = conn, .stats = stats};

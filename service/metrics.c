@@ -108,11 +108,16 @@ svc_worker_stats *svc_metrics_role(svc_metrics *m, const char *role, int nworker
     return r->workers;
 }
 
-void svc_stat_inc(_Atomic uint64_t *counter)
+void svc_stat_add(_Atomic uint64_t *counter, uint64_t n)
 {
     /* One writer: a relaxed load and store is enough, and cheaper than a locked add. */
-    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
                           memory_order_relaxed);
+}
+
+void svc_stat_inc(_Atomic uint64_t *counter)
+{
+    svc_stat_add(counter, 1);
 }
 
 void svc_hist_observe(svc_hist *h, uint64_t ns)
@@ -191,6 +196,7 @@ static void render_hist(db_buf *out, const char *name, const char *help, const h
 typedef struct worker_sums {
     uint64_t queries[SVC_Q_OUTCOMES]; /* queries finished, by outcome */
     uint64_t reconnects;              /* connections re-established */
+    uint64_t pipelines, pipelined;    /* multi-query round trips, and their queries */
     hist_sum query_duration;          /* one query's execution */
     hist_sum queue_wait;              /* a job's wait for a worker */
 } worker_sums;
@@ -201,6 +207,8 @@ static void add_workers(worker_sums *sum, const svc_worker_stats *w, int n)
         for (int o = 0; o < SVC_Q_OUTCOMES; o++)
             sum->queries[o] += load(&w[i].queries[o]);
         sum->reconnects += load(&w[i].reconnects);
+        sum->pipelines += load(&w[i].pipelines);
+        sum->pipelined += load(&w[i].pipelined);
         hist_add(&sum->query_duration, &w[i].query_duration);
         hist_add(&sum->queue_wait, &w[i].queue_wait);
     }
@@ -269,6 +277,12 @@ void svc_metrics_render(svc_metrics *m, db_buf *out, uint64_t queue_depth)
     header(out, "fanout_db_reconnects_total", "counter",
            "Connections re-established after one was lost.");
     db_buf_printf(out, "fanout_db_reconnects_total %llu\n", (unsigned long long)sum.reconnects);
+    header(out, "fanout_pipelines_total", "counter",
+           "Round trips that carried several queries of one batch (libpq pipeline mode).");
+    db_buf_printf(out, "fanout_pipelines_total %llu\n", (unsigned long long)sum.pipelines);
+    header(out, "fanout_pipelined_queries_total", "counter", "Queries sent in those round trips.");
+    db_buf_printf(out, "fanout_pipelined_queries_total %llu\n",
+                  (unsigned long long)sum.pipelined);
     header(out, "fanout_role_db_connections", "gauge",
            "Database connections of the pools of token roles, by role and state.");
     for (const role_stats *r = m->roles; r; r = r->next) {

@@ -58,6 +58,8 @@ typedef struct svc_worker_stats {
     svc_hist query_duration;   /* one query's execution on the server, incl. encoding */
     svc_hist queue_wait;       /* from a job's queueing to a worker taking it */
     _Atomic uint64_t reconnects; /* successful connects after a lost connection */
+    _Atomic uint64_t pipelines;  /* round trips that carried several queries of a batch */
+    _Atomic uint64_t pipelined;  /* queries sent in those */
     _Atomic bool busy;         /* running a job right now */
     _Atomic bool connected;    /* holds a live connection */
 } svc_worker_stats;
@@ -74,6 +76,7 @@ svc_worker_stats *svc_metrics_role(svc_metrics *m, const char *role, int nworker
 
 /* Worker-side helpers (single writer). */
 void svc_stat_inc(_Atomic uint64_t *counter);
+void svc_stat_add(_Atomic uint64_t *counter, uint64_t n);
 void svc_hist_observe(svc_hist *h, uint64_t ns);
 
 /* Loop thread. */

@@ -23,5 +23,6 @@ int it_auth(void);          /* test_auth.c: API tokens, 401s, read_only tokens, 
 int it_tls(void);           /* test_tls.c: HTTPS with curl --cacert, TLS 1.1 and plain HTTP refused */
 int it_limits(void);        /* test_limits.c: max_rows cuts, result_too_large, bounded memory, NOTIFY */
 int it_roles(void);         /* test_roles.c: per-token database roles, their pools and passwords */
+int it_pipeline(void);      /* test_pipeline.c: quick statements share a round trip, slow ones spread */
 
 #endif

@@ -1063,3 +1063,17 @@ char *fx_sql_value(bool admin, const char *sql, int nparams, const char *const *
     PQclear(res);
     return value;
 }
+
+double fx_metric(int port, const char *series)
+{
+    fx_response r;
+    double v = -1;
+    size_t n = strlen(series);
+    if (!fx_http(port, "GET", "/metrics", NULL, NULL, 0, &r))
+        return -1;
+    for (const char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, series, n) == 0 && p[n] == ' ')
+            v = strtod(p + n + 1, NULL);
+    fx_response_free(&r);
+    return v;
+}

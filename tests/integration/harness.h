@@ -116,6 +116,9 @@ void fx_conn_close(fx_conn *c);
  * (0 when no reply came). */
 json_t *fx_post_json(int port, const char *body, int *status);
 
+/* The value of one sample line of the server's /metrics (series with its labels), or -1. */
+double fx_metric(int port, const char *series);
+
 /* POST /v1/batch and fail the test unless the reply is 200 with a JSON object; the reply is
  * returned (caller json_decref). The J form takes over req and sends its compact text. */
 #define FX_BATCH(port, body) fx_batch_((port), (body), __FILE__, __LINE__)

@@ -31,6 +31,7 @@ static const struct {
     {"tls", it_tls},
     {"limits", it_limits},
     {"roles", it_roles},
+    {"pipeline", it_pipeline},
 };
 
 static bool wanted(const char *name, int argc, char **argv)

@@ -193,21 +193,6 @@ static void test_max_rows_without_cancel(void **state)
     expect_quick_queries(cut.port, 5, "quick query after a cut without cancel");
 }
 
-/* A /metrics sample's value, or -1 when absent. */
-static double metric(int port, const char *series)
-{
-    fx_response r;
-    double v = -1;
-    if (!fx_http(port, "GET", "/metrics", NULL, NULL, 0, &r))
-        return -1;
-    size_t n = strlen(series);
-    for (const char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (strncmp(p, series, n) == 0 && p[n] == ' ')
-            v = strtod(p + n + 1, NULL);
-    fx_response_free(&r);
-    return v;
-}
-
 #define TOO_LARGE_METRIC "fanout_queries_total{outcome=\"result_too_large\"}"
 /* About 5 MB of rows: more than the 1 MiB limit on its own. */
 #define BIG_SQL "SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 5000) AS g"
@@ -215,7 +200,7 @@ static double metric(int port, const char *series)
 static void test_too_large_alone(void **state)
 {
     (void)state;
-    double before = metric(small.port, TOO_LARGE_METRIC);
+    double before = fx_metric(small.port, TOO_LARGE_METRIC);
 
     json_t *doc = FX_BATCH(small.port, "{\"queries\":[{\"id\":\"a\",\"sql\":\"SELECT 1 AS one\"},"
                                        "{\"id\":\"big\",\"sql\":\"" BIG_SQL "\"},"
@@ -237,7 +222,7 @@ static void test_too_large_alone(void **state)
     FX_EXPECT_BOOL(doc, "committed", false);
     json_decref(doc);
 
-    double after = metric(small.port, TOO_LARGE_METRIC);
+    double after = fx_metric(small.port, TOO_LARGE_METRIC);
     FX_CHECK(before >= 0 && after == before + 2, "result_too_large counted %.0f -> %.0f, want +2", before, after);
 }
 

@@ -321,21 +321,6 @@ static long backends_of(const char *role)
     return n;
 }
 
-/* The value of one sample line of /metrics, or -1. */
-static double metric(const char *series)
-{
-    fx_response r;
-    double v = -1;
-    size_t n = strlen(series);
-    if (!fx_http(srv.port, "GET", "/metrics", NULL, NULL, 0, &r))
-        return -1;
-    for (const char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (strncmp(p, series, n) == 0 && p[n] == ' ')
-            v = strtod(p + n + 1, NULL);
-    fx_response_free(&r);
-    return v;
-}
-
 /* A role's pool has role_pool_size connections, however many queries a batch brings, and
  * /metrics shows them; the main pool's own gauge is unchanged by it. */
 static void test_pool_is_bounded(void **state)
@@ -364,12 +349,12 @@ static void test_pool_is_bounded(void **state)
     FX_CHECK(distinct >= 1 && distinct <= POOL_SIZE, "%d connections ran the batch", distinct);
     FX_CHECK(backends == POOL_SIZE, "it_role_alice has %ld backends, role_pool_size is %d",
              backends, POOL_SIZE);
-    FX_CHECK(metric("fanout_role_db_connections{role=\"it_role_alice\",state=\"connected\"}") ==
+    FX_CHECK(fx_metric(srv.port, "fanout_role_db_connections{role=\"it_role_alice\",state=\"connected\"}") ==
                  POOL_SIZE, "the role's connected gauge");
-    FX_CHECK(metric("fanout_role_db_connections{role=\"it_role_alice\",state=\"disconnected\"}") == 0,
+    FX_CHECK(fx_metric(srv.port, "fanout_role_db_connections{role=\"it_role_alice\",state=\"disconnected\"}") == 0,
              "the role's disconnected gauge");
-    FX_CHECK(metric("fanout_db_connections{state=\"connected\"}") == 2, "the main pool's gauge");
-    FX_CHECK(metric("fanout_workers") == 2, "fanout_workers counts the main pool");
+    FX_CHECK(fx_metric(srv.port, "fanout_db_connections{state=\"connected\"}") == 2, "the main pool's gauge");
+    FX_CHECK(fx_metric(srv.port, "fanout_workers") == 2, "fanout_workers counts the main pool");
 }
 
 /* A batch of a role token that passes its deadline is answered "timeout" and its query is

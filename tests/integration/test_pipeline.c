@@ -1,0 +1,208 @@
+/*
+ * Pipelining: a batch's quick statements go to one connection in one round trip (libpq pipeline
+ * mode), slow ones are spread over idle workers, one statement's failure stays its own, the
+ * session reset behind a pipeline keeps batches apart, and a deadline inside a pipeline leaves
+ * the connection clean.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/integration/groups.h"
+#include "tests/integration/harness.h"
+
+#define PIPELINED "fanout_pipelined_queries_total"
+
+static fx_server one = {.pid = -1};  /* 1 worker: every run of a batch shares its connection */
+static fx_server four = {.pid = -1}; /* 4 workers: room to spread */
+
+static int group_setup(void **state)
+{
+    static const char *const one_args[] = {"--workers", "1", "--pipeline-depth", "16", NULL};
+    static const char *const four_args[] = {"--workers", "4", "--pipeline-depth", "16", NULL};
+    const fx_opts one_opts = {.args = one_args}, four_opts = {.args = four_args};
+    (void)state;
+    return fx_start(&one, &one_opts) && fx_start(&four, &four_opts) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    fx_kill(&one);
+    fx_kill(&four);
+    return 0;
+}
+
+/* A batch of n copies of sql, query i with the one parameter "i". */
+static char *repeat_batch(const char *sql, int n)
+{
+    size_t cap = (size_t)n * (strlen(sql) + 64) + 64, len = 0;
+    char *body = malloc(cap);
+    assert_non_null(body);
+    len += (size_t)snprintf(body + len, cap - len, "{\"queries\":[");
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(body + len, cap - len, "%s{\"sql\":\"%s\",\"params\":[\"%d\"]}",
+                                i ? "," : "", sql, i);
+    snprintf(body + len, cap - len, "]}");
+    return body;
+}
+
+/* Row i's column col of result i, as an integer. */
+static long long cell(json_t *doc, int i, int col)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "results.%d.rows.0.%d", i, col);
+    FX_EXPECT_KIND(doc, path, "integer");
+    return json_integer_value(fx_at(doc, path));
+}
+
+/* Once fanout has seen them be quick, 12 lookups of one batch share one backend and one round
+ * trip, even with 3 workers idle, and come back in order. */
+static void test_quick_statements_share_a_round_trip(void **state)
+{
+    enum { N = 12 };
+    char *body = repeat_batch("SELECT pg_backend_pid() AS pid, $1::int AS n", N);
+    (void)state;
+
+    for (int warm = 0; warm < 3; warm++) /* fanout learns the statement is quick */
+        json_decref(FX_BATCH(four.port, body));
+    double before = fx_metric(four.port, PIPELINED);
+    json_t *doc = FX_BATCH(four.port, body);
+    double after = fx_metric(four.port, PIPELINED);
+    FX_EXPECT_LEN(doc, "results", N);
+    long long pid = cell(doc, 0, 0);
+    for (int i = 0; i < N; i++) {
+        FX_CHECK(cell(doc, i, 1) == i, "result %d holds n = %lld: out of order", i, cell(doc, i, 1));
+        FX_CHECK(cell(doc, i, 0) == pid, "query %d ran on backend %lld, query 0 on %lld: not one pipeline",
+                 i, cell(doc, i, 0), pid);
+    }
+    FX_CHECK(after - before == N, "%s grew by %.0f, want %d", PIPELINED, after - before, N);
+    json_decref(doc);
+    free(body);
+}
+
+/* Statements seen to be slow are not queued behind each other on one connection: four
+ * pg_sleep(0.25) run on four backends at once. */
+static void test_slow_statements_spread(void **state)
+{
+    enum { N = 4 };
+    char *body = repeat_batch("SELECT pg_backend_pid() AS pid, $1::int AS n, pg_sleep(0.25)", N);
+    double limit = fx_wrapped() ? N * 0.25 : 0.6 * fx_scale(); /* serial: 1.0 s */
+    (void)state;
+
+    json_decref(FX_BATCH(four.port, body)); /* fanout learns the statement is slow */
+    double t0 = fx_now();
+    json_t *doc = FX_BATCH(four.port, body);
+    double took = fx_now() - t0;
+    long long pids[N];
+    for (int i = 0; i < N; i++) {
+        pids[i] = cell(doc, i, 0);
+        for (int j = 0; j < i; j++)
+            FX_CHECK(pids[i] != pids[j], "queries %d and %d shared backend %lld: not spread", j, i, pids[i]);
+    }
+    FX_CHECK(took < limit, "4 x pg_sleep(0.25) on 4 workers took %.3f s, want < %.2f s", took, limit);
+    json_decref(doc);
+    free(body);
+}
+
+/* In one pipeline, each query runs in its own implicit transaction: the failures get their own
+ * errors and the others their rows, and a write next to a failure stays written. */
+static void test_failure_stays_in_its_query(void **state)
+{
+    (void)state;
+    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe; CREATE TABLE it_pipe (v int); "
+                                "GRANT ALL ON it_pipe TO PUBLIC"));
+    const char *body = "{\"queries\":["
+                       "{\"sql\":\"SELECT 10 AS v\"},"
+                       "{\"sql\":\"SELECT 1/0\"},"
+                       "{\"sql\":\"INSERT INTO it_pipe VALUES (1)\"},"
+                       "{\"sql\":\"SELECT * FROM it_no_such_table\"},"
+                       "{\"sql\":\"SELECT 30 AS v\"}]}";
+    double before = fx_metric(one.port, PIPELINED);
+    json_t *doc = FX_BATCH(one.port, body);
+    FX_CHECK(fx_metric(one.port, PIPELINED) - before == 5, "the five queries did not share a pipeline");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 10);
+    FX_EXPECT_STR(doc, "results.1.error.code", "22012");
+    FX_EXPECT_STR(doc, "results.2.command", "INSERT");
+    FX_EXPECT_INT(doc, "results.2.row_count", 1);
+    FX_EXPECT_STR(doc, "results.3.error.code", "42P01");
+    FX_EXPECT_INT(doc, "results.4.rows.0.0", 30);
+    json_decref(doc);
+    char *n = fx_sql_value(true, "SELECT count(*) FROM it_pipe", 0, NULL);
+    FX_CHECK(n && strcmp(n, "1") == 0, "it_pipe holds %s rows after the batch, want 1", n ? n : "?");
+    free(n);
+}
+
+/* What a pipelined batch sets in its session (set_config, an advisory lock) does not reach the
+ * next batch on the same connection. */
+static void test_session_reset_behind_the_pipeline(void **state)
+{
+    (void)state;
+    json_t *doc = FX_BATCH(one.port, "{\"queries\":["
+                                     "{\"sql\":\"SELECT set_config('search_path', 'pg_catalog', false)\"},"
+                                     "{\"sql\":\"SELECT pg_advisory_lock(4242)\"},"
+                                     "{\"sql\":\"SELECT pg_backend_pid()\"}]}");
+    long long pid = cell(doc, 2, 0);
+    json_decref(doc);
+    doc = FX_BATCH(one.port, "{\"queries\":["
+                             "{\"sql\":\"SELECT current_setting('search_path')\"},"
+                             "{\"sql\":\"SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' "
+                             "AND pid = pg_backend_pid()\"},"
+                             "{\"sql\":\"SELECT pg_backend_pid()\"}]}");
+    FX_CHECK(cell(doc, 2, 0) == pid, "the second batch ran on another backend: the test proves nothing");
+    FX_EXPECT_STR(doc, "results.0.rows.0.0", "\"$user\", public");
+    FX_EXPECT_INT(doc, "results.1.rows.0.0", 0);
+    json_decref(doc);
+}
+
+/* A deadline that lands inside a pipeline: the reply says timeout at the deadline, the server
+ * stops the statements, and the connection serves the next batch clean. */
+static void test_deadline_inside_a_pipeline(void **state)
+{
+    (void)state;
+    const char *body = "{\"timeout_ms\":300,\"queries\":["
+                       "{\"sql\":\"SELECT set_config('search_path', 'pg_catalog', false)\"},"
+                       "{\"sql\":\"SELECT pg_sleep(5)\"},{\"sql\":\"SELECT pg_sleep(5)\"}]}";
+    double t0 = fx_now();
+    json_t *doc = FX_BATCH(one.port, body);
+    double took = fx_now() - t0;
+    FX_EXPECT_STR(doc, "results.1.error.code", "timeout");
+    FX_EXPECT_STR(doc, "results.2.error.code", "timeout");
+    FX_CHECK(took < 2.0 * fx_scale(), "the timed-out batch took %.3f s", took);
+    json_decref(doc);
+    /* The next batch waits for the worker to finish the pipeline; it must not take 10 s. */
+    t0 = fx_now();
+    doc = FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT current_setting('search_path')\"},"
+                             "{\"sql\":\"SELECT 7\"}]}");
+    took = fx_now() - t0;
+    FX_EXPECT_STR(doc, "results.0.rows.0.0", "\"$user\", public");
+    FX_EXPECT_INT(doc, "results.1.rows.0.0", 7);
+    FX_CHECK(took < 3.0 * fx_scale(), "the next batch took %.3f s: the sleeps were not cancelled", took);
+    json_decref(doc);
+}
+
+static void test_clean_exit(void **state)
+{
+    (void)state;
+    assert_true(fx_stop(&one));
+    assert_true(fx_stop(&four));
+}
+
+int it_pipeline(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_quick_statements_share_a_round_trip),
+        cmocka_unit_test(test_slow_statements_spread),
+        cmocka_unit_test(test_failure_stays_in_its_query),
+        cmocka_unit_test(test_session_reset_behind_the_pipeline),
+        cmocka_unit_test(test_deadline_inside_a_pipeline),
+        cmocka_unit_test(test_clean_exit),
+    };
+    return cmocka_run_group_tests_name("pipeline", tests, group_setup, group_teardown);
+}

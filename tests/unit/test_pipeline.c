@@ -1,0 +1,84 @@
+/* Unit tests for the two decisions behind pipelining: which statements may share a pipeline
+ * (db_sql_pipelinable) and which are known to be quick (svc_speed). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "db/exec.h"
+#include "service/speed.h"
+
+static void test_pipelinable_first_keyword(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {
+        "SELECT 1", "select 1", "  \n\tSeLeCt 1", "WITH x AS (SELECT 1) SELECT * FROM x",
+        "VALUES (1)", "TABLE t", "INSERT INTO t VALUES (1)", "UPDATE t SET a = 1",
+        "DELETE FROM t", "-- a comment\nSELECT 1", "/* c */ SELECT 1",
+        "/* nested /* comment */ still */ SELECT 1", "SELECT(1)",
+    };
+    static const char *const no[] = {
+        "BEGIN", "START TRANSACTION", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT s",
+        "COPY t FROM STDIN", "PREPARE p AS SELECT 1", "SET x = 1", "CALL p()", "DO $$ $$",
+        "LISTEN c", "EXPLAIN SELECT 1", "(SELECT 1)", "", "   ", "-- only a comment",
+        "/* unterminated SELECT 1", "SELECTX 1", "select_1", "SELECT1", "selected",
+    };
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        if (!db_sql_pipelinable(yes[i]))
+            fail_msg("want pipelinable: %s", yes[i]);
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        if (db_sql_pipelinable(no[i]))
+            fail_msg("want not pipelinable: %s", no[i]);
+}
+
+static void test_speed_learns_and_forgets(void **state)
+{
+    (void)state;
+    svc_speed *t = svc_speed_new();
+    assert_non_null(t);
+    uint64_t quick = svc_speed_hash("SELECT 1"), slow = svc_speed_hash("SELECT pg_sleep(1)");
+    assert_true(quick != slow);
+    assert_int_equal(svc_speed_hash("SELECT 1"), quick); /* a function of the text */
+    assert_false(svc_speed_quick(t, quick));             /* never seen: unknown, not quick */
+    svc_speed_observe(t, quick, 100000);                 /* 0.1 ms */
+    svc_speed_observe(t, slow, 1000000000);              /* 1 s */
+    assert_true(svc_speed_quick(t, quick));
+    assert_false(svc_speed_quick(t, slow));
+    /* One stall does not flip a quick statement; a lasting change does. */
+    svc_speed_observe(t, quick, 10000000); /* 10 ms: mean 0.1 + 9.9/8 = 1.34 ms */
+    assert_true(svc_speed_quick(t, quick));
+    for (int i = 0; i < 30; i++)
+        svc_speed_observe(t, quick, 10000000);
+    assert_false(svc_speed_quick(t, quick));
+    /* Longer than the mean can hold saturates rather than wraps round to quick. */
+    uint64_t huge = svc_speed_hash("SELECT pg_sleep(100)");
+    svc_speed_observe(t, huge, 100ULL * 1000000000ULL);
+    assert_false(svc_speed_quick(t, huge));
+    svc_speed_free(t);
+}
+
+static void test_speed_slot_collision_reads_unknown(void **state)
+{
+    (void)state;
+    svc_speed *t = svc_speed_new();
+    assert_non_null(t);
+    /* Two keys with the same slot (low bits) and different tags (high bits). */
+    uint64_t a = 0x1234000000000007ULL, b = 0x9876000000000007ULL;
+    svc_speed_observe(t, a, 1000);
+    assert_true(svc_speed_quick(t, a));
+    svc_speed_observe(t, b, 1000);
+    assert_true(svc_speed_quick(t, b));
+    assert_false(svc_speed_quick(t, a)); /* b took the slot: a is unknown again */
+    svc_speed_free(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pipelinable_first_keyword),
+        cmocka_unit_test(test_speed_learns_and_forgets),
+        cmocka_unit_test(test_speed_slot_collision_reads_unknown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
