@@ -67,6 +67,9 @@ static const cfg_def cfg_defs[] = {
      "auth_file, started on that role's first batch", NULL},
     {"queue_size", CFG_T_INT, F(queue_size), 1, 1000000, "1024", NULL,
      "capacity of the job queue, in jobs", NULL},
+    {"statement_cache_size", CFG_T_INT, F(statement_cache_size), 0, 10000, "256", NULL,
+     "named prepared statements each connection keeps for pipelined queries, least recently "
+     "used out; 0 keeps none", NULL},
     {"pipeline_depth", CFG_T_INT, F(pipeline_depth), 1, 64, "16", NULL,
      "most queries of one batch a worker sends in one pipeline when no other worker is idle; "
      "1 sends each query alone", NULL},

@@ -20,6 +20,7 @@ struct db_conn {
     type_slot *types;   /* the cache's slots, owned */
     size_t types_cap;   /* slots allocated, a power of two */
     size_t types_len;   /* slots in use */
+    db_stmts *stmts;    /* its named prepared statements, owned; NULL: none are kept */
 };
 
 /* Defaults fanout applies when the conninfo leaves them unset: never hang on a dead network. */
@@ -255,6 +256,7 @@ db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
     types_load(c, res);
     PQclear(res);
     c->cancel = PQgetCancel(c->pg);
+    c->stmts = db_stmts_new(p->statement_cache); /* NULL (unnamed statements) if it fails */
     db_conninfo_free(kw, val);
     return c;
 fail:
@@ -270,10 +272,16 @@ void db_conn_close(db_conn *c)
         return;
     PQfreeCancel(c->cancel);
     PQfinish(c->pg);
+    db_stmts_free(c->stmts);
     for (size_t i = 0; i < c->types_cap; i++)
         free(c->types[i].name);
     free(c->types);
     free(c);
+}
+
+db_stmts *db_conn_stmts(db_conn *c)
+{
+    return c->stmts;
 }
 
 PGconn *db_conn_pg(db_conn *c)

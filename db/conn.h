@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <libpq-fe.h>
 
+#include "db/stmt.h"
+
 typedef struct db_conn db_conn;
 
 typedef struct db_conn_params {
@@ -30,6 +32,7 @@ typedef struct db_conn_params {
     int statement_timeout_ms;  /* pinned statement_timeout, ms; 0 for none */
     int lock_timeout_ms;       /* pinned lock_timeout, ms; 0 for none */
     int idle_in_transaction_timeout_ms; /* pinned idle_in_transaction_session_timeout, ms */
+    int statement_cache;       /* most named prepared statements kept (db_stmts); 0: none */
     /* Server NOTICE/WARNING text (one message, trailing newline included) goes here instead of
      * libpq's default of stderr; NULL drops them. Called on the thread using the connection. */
     void (*notice)(const char *message);
@@ -60,15 +63,21 @@ db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen);
 void db_conn_close(db_conn *c);
 
 PGconn *db_conn_pg(db_conn *c);
+
+/* The connection's prepared-statement cache; NULL when it keeps none. Owner thread only. */
+db_stmts *db_conn_stmts(db_conn *c);
 bool db_conn_ok(const db_conn *c); /* the connection is not known to be broken */
 
 /* Undo every session state change a batch can make (db/session.c); false when it failed, and
  * the connection should not serve another batch. One round trip. */
 bool db_conn_reset(db_conn *c);
 
-/* The reset's statements, for a worker that sends them right after a batch's queries. */
+/* The reset's statements (db/session.c), sent in one pipeline segment; the last one's result
+ * goes to db_reset_statements, which ends the reset (DEALLOCATE ALL when a client prepared
+ * statements of its own or dropped fanout's). False when that failed. */
 extern const char *const db_reset_sql[];
 extern const int db_reset_nsql;
+bool db_reset_statements(db_conn *c, const PGresult *check);
 
 /* The idle connection is still usable: polls its socket, no round trip (db/health.c). */
 bool db_conn_alive(db_conn *c);

@@ -106,6 +106,8 @@ typedef struct reader {
     bool no_cancel;           /* never cancel: in a pipeline a cancel could hit the next query */
     bool cancelled;           /* our cancel request reached the server */
     PGresult *last;           /* the statement's outcome, its final non-row result, owned */
+    const PGresult *error_from; /* not owned: the error to report instead (a failed Parse of
+                                   the named statement it ran, sent for an earlier query) */
     double started, ended;    /* when it was sent and when its last result arrived, ms */
 } reader;
 
@@ -410,12 +412,13 @@ static void read_results(reader *rd, PGconn *pg)
     rd->ended = now_ms();
 }
 
-/* Turn what read_results saw into the statement's result object, and free the reader. The
- * connection must be idle (out of pipeline mode): a type name may cost a round trip. */
+/* Turn what read_results saw into the statement's result object, and free the reader except
+ * rd->last (the caller clears it: another reader may point at it). The connection must be
+ * idle (out of pipeline mode): a type name may cost a round trip. */
 static db_status conclude(reader *rd, const char *id)
 {
     PGconn *pg = db_conn_pg(rd->c);
-    PGresult *last = rd->last;
+    PGresult *last = rd->error_from ? (PGresult *)rd->error_from : rd->last;
     ExecStatusType st = PQresultStatus(last);
     bool by_cancel = ended_by_cancel(rd, last);
     db_status status = DB_SQL_ERROR;
@@ -446,8 +449,6 @@ static db_status conclude(reader *rd, const char *id)
         status = put_failure(rd, id, pg, last);
         break;
     }
-    PQclear(last);
-    rd->last = NULL;
     PQclear(rd->meta);
     rd->meta = NULL;
     free(rd->key_end);
@@ -467,6 +468,7 @@ db_status db_exec_query(db_conn *c, const char *id, const char *sql, int nparams
         (void)PQsetSingleRowMode(pg); /* cannot fail right after a send */
     read_results(&rd, pg);
     db_status status = conclude(&rd, id);
+    PQclear(rd.last);
     db_conn_drop_notifies(c);
     return status;
 }
@@ -499,29 +501,126 @@ static bool read_sync(PGconn *pg)
     return ok;
 }
 
-/* The segment of n parameterless statements sent last; false when one failed. */
-static bool read_after(PGconn *pg, int n)
+/* Read one command's results to the end (NULL), keeping the last; the caller clears it. */
+static PGresult *read_command(PGconn *pg)
+{
+    PGresult *res, *last = NULL;
+    while ((res = PQgetResult(pg)) != NULL) {
+        PQclear(last);
+        last = res;
+    }
+    return last;
+}
+
+/* The reset's segment: false when a statement failed; *check gets the last one's result. */
+static bool read_reset(PGconn *pg, PGresult **check)
 {
     bool ok = true;
-    for (int i = 0; i < n; i++) {
-        PGresult *res;
-        while ((res = PQgetResult(pg)) != NULL) {
-            ExecStatusType st = PQresultStatus(res);
-            ok = ok && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
-            PQclear(res);
-        }
+    for (int i = 0; i < db_reset_nsql; i++) {
+        PGresult *last = read_command(pg);
+        ExecStatusType st = PQresultStatus(last);
+        ok = ok && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+        if (i == db_reset_nsql - 1)
+            *check = last;
+        else
+            PQclear(last);
     }
     return read_sync(pg) && ok;
 }
 
-db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, const char *const *after,
-                           int nafter, const db_exec_opts *opts)
+/* How one query of a pipeline went out. */
+typedef struct sent {
+    char name[DB_STMT_NAME_MAX]; /* the named statement it executed; "" for unnamed */
+    bool dealloc;                /* a DEALLOCATE of an evicted statement went first (own sync) */
+    bool parse;                  /* its statement's Parse went with it */
+    bool parse_failed;           /* ... and failed */
+    int parsed_by;               /* the query whose Parse made its statement in this pipeline
+                                    (itself when parse); -1: prepared before */
+} sent;
+
+/* Send query i: through the connection's statement cache when it has one. */
+static bool send_query(PGconn *pg, db_stmts *stmts, const db_pipe_query *q, sent *sq, int i,
+                       sent *all)
+{
+    const char *name = db_stmts_find(stmts, q->sql);
+
+    *sq = (sent){.parsed_by = -1};
+    if (name) {
+        for (int j = i - 1; j >= 0 && sq->parsed_by < 0; j--)
+            if (all[j].parse && strcmp(all[j].name, name) == 0)
+                sq->parsed_by = j;
+    } else if (stmts) {
+        char evicted[DB_STMT_NAME_MAX], cmd[DB_STMT_NAME_MAX + 16];
+        name = db_stmts_add(stmts, q->sql, evicted);
+        if (evicted[0]) { /* fanout's own name, never request data */
+            snprintf(cmd, sizeof(cmd), "DEALLOCATE %s", evicted);
+            sq->dealloc = true;
+            if (!PQsendQueryParams(pg, cmd, 0, NULL, NULL, NULL, NULL, 0) || !PQpipelineSync(pg))
+                return false;
+        }
+        if (name) {
+            sq->parse = true;
+            sq->parsed_by = i;
+            if (!PQsendPrepare(pg, name, q->sql, q->nparams, NULL))
+                return false;
+        }
+    }
+    if (name) {
+        snprintf(sq->name, sizeof(sq->name), "%s", name);
+        if (!PQsendQueryPrepared(pg, sq->name, q->nparams, q->params, NULL, NULL, 0))
+            return false;
+    } else if (!PQsendQueryParams(pg, q->sql, q->nparams, NULL, q->params, NULL, NULL, 0)) {
+        return false;
+    }
+    return PQpipelineSync(pg);
+}
+
+/* Read query i's results (after what went ahead of it). */
+static bool read_query(PGconn *pg, db_stmts *stmts, reader *rds, sent *sq, int i)
+{
+    reader *rd = &rds[i];
+    PGresult *parse_error = NULL;
+
+    if (sq[i].dealloc) { /* its failure matters to nobody */
+        PQclear(read_command(pg));
+        if (!read_sync(pg))
+            return false;
+    }
+    if (sq[i].parse) {
+        PGresult *res = read_command(pg);
+        if (PQresultStatus(res) == PGRES_COMMAND_OK)
+            PQclear(res);
+        else
+            parse_error = res; /* the query's own error: a syntax error, say */
+    }
+    (void)PQsetSingleRowMode(pg); /* for the query at the head of the pipeline */
+    read_results(rd, pg);
+    if (parse_error) {
+        PQclear(rd->last); /* PGRES_PIPELINE_ABORTED: the Parse's error says why */
+        rd->last = parse_error;
+        sq[i].parse_failed = true;
+        db_stmts_forget(stmts, sq[i].name);
+    } else if (sq[i].parsed_by >= 0 && sq[sq[i].parsed_by].parse_failed) {
+        rd->error_from = rds[sq[i].parsed_by].last; /* the same text, the same Parse error */
+    } else if (sq[i].name[0] && PQresultStatus(rd->last) == PGRES_FATAL_ERROR) {
+        const char *code = PQresultErrorField(rd->last, PG_DIAG_SQLSTATE);
+        if (code && strcmp(code, "26000") == 0)
+            db_stmts_clear(stmts); /* someone deallocated fanout's statements: start over */
+    }
+    return PQstatus(pg) == CONNECTION_OK && read_sync(pg);
+}
+
+db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
+                           const db_exec_opts *opts)
 {
     PGconn *pg = db_conn_pg(c);
+    db_stmts *stmts = db_conn_stmts(c);
     reader rds[DB_PIPELINE_MAX];
+    sent sq[DB_PIPELINE_MAX];
+    PGresult *check = NULL;
     double t0 = now_ms();
-    bool after_ok = true, broken = false;
-    int sent = 0;
+    bool reset_ok = true, broken = false;
+    int sent_n = 0;
 
     if (n > DB_PIPELINE_MAX)
         n = DB_PIPELINE_MAX; /* the caller's contract; never more readers than the array */
@@ -531,50 +630,53 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, const char *con
     }
     /* A sync after each query: each runs in its own implicit transaction, so one failure
      * aborts only itself. PQpipelineSync flushes: the server starts on the first at once. */
-    for (; !broken && sent < n; sent++) {
-        rds[sent] = (reader){.c = c, .opts = opts, .out = qs[sent].out,
-                             .start = qs[sent].out->len, .keys = DB_BUF_INIT, .no_cancel = true,
-                             .started = t0};
-        if (!PQsendQueryParams(pg, qs[sent].sql, qs[sent].nparams, NULL, qs[sent].params, NULL,
-                               NULL, 0) ||
-            !PQpipelineSync(pg)) {
+    for (; !broken && sent_n < n; sent_n++) {
+        rds[sent_n] = (reader){.c = c, .opts = opts, .out = qs[sent_n].out,
+                               .start = qs[sent_n].out->len, .keys = DB_BUF_INIT,
+                               .no_cancel = true};
+        if (!send_query(pg, stmts, &qs[sent_n], &sq[sent_n], sent_n, sq)) {
             broken = true;
-            sent++; /* it may have gone out: read it like the others */
+            sent_n++; /* part of it may have gone out: read it like the others */
             break;
         }
     }
-    for (int j = 0; !broken && j < nafter; j++)
-        if (!PQsendQueryParams(pg, after[j], 0, NULL, NULL, NULL, NULL, 0))
+    for (int j = 0; !broken && reset && j < db_reset_nsql; j++)
+        if (!PQsendQueryParams(pg, db_reset_sql[j], 0, NULL, NULL, NULL, NULL, 0))
             broken = true;
-    if (!broken && nafter && !PQpipelineSync(pg))
+    if (!broken && reset && !PQpipelineSync(pg))
         broken = true;
-    for (int i = 0; i < sent; i++) {
+    for (int i = 0; i < sent_n; i++) {
         /* A query's own time starts when the one before it ended (the first: at the send). */
         rds[i].started = i ? rds[i - 1].ended : t0;
-        (void)PQsetSingleRowMode(pg); /* for the query at the head of the pipeline */
-        read_results(&rds[i], pg);
-        if (PQstatus(pg) != CONNECTION_OK || !read_sync(pg))
+        if (!broken && !read_query(pg, stmts, rds, sq, i))
             broken = true;
+        if (broken) /* whatever is left was lost with the connection */
+            rds[i].ended = now_ms();
         qs[i].elapsed_ms = rds[i].ended - rds[i].started;
     }
-    if (!broken && nafter)
-        after_ok = read_after(pg, nafter);
+    if (!broken && reset)
+        reset_ok = read_reset(pg, &check);
     if (!broken && !PQexitPipelineMode(pg))
         broken = true;
+    if (!broken && reset && reset_ok)
+        reset_ok = db_reset_statements(c, check);
 conclude:
     /* Out of pipeline mode now (unless broken): a result may look up a type name. */
     for (int i = 0; i < n; i++) {
-        if (i < sent) {
+        if (i < sent_n) {
             qs[i].status = conclude(&rds[i], qs[i].id);
         } else {
             put_conn_lost(qs[i].out, qs[i].id, pg);
             qs[i].status = DB_CONN_LOST;
         }
     }
+    for (int i = 0; i < sent_n; i++)
+        PQclear(rds[i].last);
+    PQclear(check);
     db_conn_drop_notifies(c);
     if (broken || PQstatus(pg) != CONNECTION_OK)
         return DB_CONN_LOST;
-    return after_ok ? DB_OK : DB_SQL_ERROR;
+    return reset_ok ? DB_OK : DB_SQL_ERROR;
 }
 
 /* Skip white space and comments (-- to the end of the line, nested block comments). */

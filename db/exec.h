@@ -75,18 +75,19 @@ typedef struct db_pipe_query {
 
 /*
  * Send each query followed by a sync, so each runs in its own implicit transaction and one
- * failure leaves the others alone, then `after` (parameterless statements in one implicit
- * transaction: the session reset, or none), and only then read the results (libpq pipeline
- * mode): the server sees them back to back, the worker waits once instead of once a statement.
- * At most DB_PIPELINE_MAX queries. No cancel is ever sent (in a pipeline it could hit the next
- * statement): rows past max_rows or the reply limit are read and dropped. Only for statements
- * that cannot change the transaction state or start a COPY (db_sql_pipelinable).
+ * failure leaves the others alone, then (when reset) the session reset (db/session.c), and only
+ * then read the results (libpq pipeline mode): the server sees them back to back, the worker
+ * waits once instead of once a statement. A query runs as a named prepared statement from the
+ * connection's cache (db_stmts: parsed and planned once per connection), unnamed when there is
+ * none. At most DB_PIPELINE_MAX queries. No cancel is ever sent (in a pipeline it could hit the
+ * next statement): rows past max_rows or the reply limit are read and dropped. Only for
+ * statements that cannot change the transaction state or start a COPY (db_sql_pipelinable).
  * Each query's status and result object are set even on failure. Returns DB_CONN_LOST when the
- * connection broke or the pipeline lost its way (drop the connection), DB_SQL_ERROR when an
- * `after` statement failed (the queries' results stand), else DB_OK.
+ * connection broke or the pipeline lost its way (drop the connection), DB_SQL_ERROR when the
+ * reset failed (the queries' results stand; reset again or drop it), else DB_OK.
  */
-db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, const char *const *after,
-                           int nafter, const db_exec_opts *opts);
+db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
+                           const db_exec_opts *opts);
 
 /*
  * The statement may run in a pipeline: its first keyword (after blanks and comments) is SELECT,

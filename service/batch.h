@@ -107,13 +107,12 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats);
 
 /*
  * Worker side: run n claimed pipelinable jobs of one batch in one pipeline on the worker's
- * connection (db_exec_pipeline), `after` behind them (the session reset, or none), and publish
- * each, and each statement's duration to `speed`. *after_ok says whether `after` succeeded.
+ * connection (db_exec_pipeline), the session reset behind them when reset, and publish each,
+ * and each statement's duration to `speed`. *reset_ok says whether the reset succeeded.
  * Returns false when the connection was found broken.
  */
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
-                          const char *const *after, int nafter, bool *after_ok,
-                          struct svc_speed *speed);
+                          bool reset, bool *reset_ok, struct svc_speed *speed);
 
 /* Fill a claimed job's slots with a db_unavailable error without touching the database, and
  * publish it. */

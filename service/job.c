@@ -221,7 +221,7 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
 }
 
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
-                          const char *const *after, int nafter, bool *after_ok,
+                          bool reset, bool *reset_ok,
                           svc_speed *speed)
 {
     svc_batch *b = jobs[0]->batch;
@@ -240,12 +240,12 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
                                 .params = (const char *const *)q->params,
                                 .out = &b->slots[jobs[i]->index]};
     }
-    db_status st = db_exec_pipeline(conn, qs, n, after, nafter, &opts);
+    db_status st = db_exec_pipeline(conn, qs, n, reset, &opts);
     if (n > 1) {
         svc_stat_inc(&stats->pipelines);
         svc_stat_add(&stats->pipelined, (uint64_t)n);
     }
-    *after_ok = st == DB_OK;
+    *reset_ok = st == DB_OK;
     for (int i = 0; i < n; i++) {
         run_ctx r = {.job = jobs[i], .b = b, .d = d, .conn = conn, .stats = stats};
         uint64_t ns = qs[i].elapsed_ms > 0 ? (uint64_t)(qs[i].elapsed_ms * 1e6) : 0;
@@ -258,7 +258,7 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
     /* None of these statements can open a transaction block; should one be open anyway, it
      * must not reach the next batch, and the reset that ran inside it is undone too. */
     if (st != DB_CONN_LOST && db_conn_in_transaction(conn)) {
-        *after_ok = false;
+        *reset_ok = false;
         if (db_exec_command(conn, "ROLLBACK", NULL) == DB_CONN_LOST)
             st = DB_CONN_LOST;
     }

@@ -148,6 +148,7 @@ static db_conn *connect_once(worker *w, char *err, size_t errlen)
                              .statement_timeout_ms = s->statement_timeout_ms,
                              .lock_timeout_ms = s->lock_timeout_ms,
                              .idle_in_transaction_timeout_ms = s->idle_in_transaction_timeout_ms,
+                             .statement_cache = s->statement_cache_size,
                              .notice = log_notice};
     return db_conn_open(&params, err, errlen);
 }
@@ -295,7 +296,7 @@ static void connection_lost(worker *w, db_conn **conn)
  */
 static bool run_claimed(worker *w, svc_job **jobs, int n, db_conn **conn)
 {
-    bool reset = w->pool->settings->reset_sessions, after_ok = true;
+    bool reset = w->pool->settings->reset_sessions, reset_ok = true;
 
     if (!usable_connection(w, conn)) {
         for (int i = 0; i < n; i++)
@@ -310,12 +311,11 @@ static bool run_claimed(worker *w, svc_job **jobs, int n, db_conn **conn)
         }
         return reset; /* reset after the hand-back, so the reply does not wait for it */
     }
-    if (!svc_job_run_pipeline(jobs, n, *conn, w->stats, reset ? db_reset_sql : NULL,
-                              reset ? db_reset_nsql : 0, &after_ok, w->pool->speed)) {
+    if (!svc_job_run_pipeline(jobs, n, *conn, w->stats, reset, &reset_ok, w->pool->speed)) {
         connection_lost(w, conn);
         return false;
     }
-    return !after_ok; /* a cancel meant for the batch may have landed in the reset: redo it */
+    return !reset_ok; /* a cancel meant for the batch may have landed in the reset: redo it */
 }
 
 /*

@@ -1,8 +1,9 @@
 /*
  * Pipelining: a batch's quick statements go to one connection in one round trip (libpq pipeline
  * mode), slow ones are spread over idle workers, one statement's failure stays its own, the
- * session reset behind a pipeline keeps batches apart, and a deadline inside a pipeline leaves
- * the connection clean.
+ * session reset behind a pipeline keeps batches apart, a deadline inside a pipeline leaves the
+ * connection clean, and the prepared-statement cache is reused, bounded and survives a client's
+ * DEALLOCATE ALL.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,14 +22,19 @@
 
 static fx_server one = {.pid = -1};  /* 1 worker: every run of a batch shares its connection */
 static fx_server four = {.pid = -1}; /* 4 workers: room to spread */
+static fx_server small = {.pid = -1}; /* 1 worker keeping at most 3 prepared statements */
 
 static int group_setup(void **state)
 {
     static const char *const one_args[] = {"--workers", "1", "--pipeline-depth", "16", NULL};
     static const char *const four_args[] = {"--workers", "4", "--pipeline-depth", "16", NULL};
-    const fx_opts one_opts = {.args = one_args}, four_opts = {.args = four_args};
+    static const char *const small_args[] = {"--workers", "1", "--statement-cache-size", "3", NULL};
+    const fx_opts one_opts = {.args = one_args}, four_opts = {.args = four_args},
+                  small_opts = {.args = small_args};
     (void)state;
-    return fx_start(&one, &one_opts) && fx_start(&four, &four_opts) ? 0 : -1;
+    return fx_start(&one, &one_opts) && fx_start(&four, &four_opts) && fx_start(&small, &small_opts)
+               ? 0
+               : -1;
 }
 
 static int group_teardown(void **state)
@@ -36,6 +42,7 @@ static int group_teardown(void **state)
     (void)state;
     fx_kill(&one);
     fx_kill(&four);
+    fx_kill(&small);
     return 0;
 }
 
@@ -187,11 +194,67 @@ static void test_deadline_inside_a_pipeline(void **state)
     json_decref(doc);
 }
 
+/* One of fanout's prepared statements on the (only) connection, by text: how many. */
+static long long statements_for(int port, const char *text)
+{
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"queries\":[{\"sql\":\"SELECT count(*)::int FROM pg_prepared_statements "
+             "WHERE NOT from_sql AND statement = $1\",\"params\":[\"%s\"]}]}", text);
+    json_t *doc = FX_BATCH(port, body);
+    long long n = cell(doc, 0, 0);
+    json_decref(doc);
+    return n;
+}
+
+/* A statement run again reuses its prepared statement; the cache keeps statement_cache_size of
+ * them at most, least recently used out; the texts come back right after an eviction. */
+static void test_statement_cache_reuses_and_is_bounded(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 3; round++) {
+        json_t *doc = FX_BATCH(small.port, "{\"queries\":[{\"sql\":\"SELECT 41 AS reuse\"}]}");
+        FX_EXPECT_INT(doc, "results.0.rows.0.0", 41);
+        json_decref(doc);
+    }
+    FX_CHECK(statements_for(small.port, "SELECT 41 AS reuse") == 1, "SELECT 41 was prepared more than once");
+    for (int i = 0; i < 6; i++) { /* six other texts push it out of a cache of 3 */
+        char body[128];
+        snprintf(body, sizeof(body), "{\"queries\":[{\"sql\":\"SELECT %d AS other\"}]}", 100 + i);
+        json_t *doc = FX_BATCH(small.port, body);
+        FX_EXPECT_INT(doc, "results.0.rows.0.0", 100 + i);
+        json_decref(doc);
+    }
+    json_t *doc = FX_BATCH(small.port, "{\"queries\":[{\"sql\":\"SELECT count(*)::int FROM "
+                                       "pg_prepared_statements WHERE NOT from_sql\"}]}");
+    FX_CHECK(cell(doc, 0, 0) == 3, "the connection holds %lld of fanout's statements, want 3", cell(doc, 0, 0));
+    json_decref(doc);
+    FX_CHECK(statements_for(small.port, "SELECT 41 AS reuse") == 0, "SELECT 41 was not evicted");
+    doc = FX_BATCH(small.port, "{\"queries\":[{\"sql\":\"SELECT 41 AS reuse\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 41);
+    json_decref(doc);
+}
+
+/* A client's DEALLOCATE ALL drops fanout's statements too: the reset notices, and the next batch
+ * prepares again instead of failing with 26000 (prepared statement does not exist). */
+static void test_client_deallocate_all(void **state)
+{
+    (void)state;
+    json_decref(FX_BATCH(small.port, "{\"queries\":[{\"sql\":\"SELECT 42 AS again\"}]}"));
+    json_t *doc = FX_BATCH(small.port, "{\"queries\":[{\"sql\":\"DEALLOCATE ALL\"}]}");
+    FX_EXPECT_STR(doc, "results.0.command", "DEALLOCATE");
+    json_decref(doc);
+    doc = FX_BATCH(small.port, "{\"queries\":[{\"sql\":\"SELECT 42 AS again\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 42);
+    json_decref(doc);
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
     assert_true(fx_stop(&one));
     assert_true(fx_stop(&four));
+    assert_true(fx_stop(&small));
 }
 
 int it_pipeline(void)
@@ -202,6 +265,8 @@ int it_pipeline(void)
         cmocka_unit_test(test_failure_stays_in_its_query),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
+        cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
+        cmocka_unit_test(test_client_deallocate_all),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("pipeline", tests, group_setup, group_teardown);

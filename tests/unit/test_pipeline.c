@@ -1,12 +1,16 @@
-/* Unit tests for the two decisions behind pipelining: which statements may share a pipeline
- * (db_sql_pipelinable) and which are known to be quick (svc_speed). */
+/* Unit tests for what pipelining decides and keeps: which statements may share a pipeline
+ * (db_sql_pipelinable), which are known to be quick (svc_speed), and the per-connection
+ * prepared-statement cache (db_stmts). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <string.h>
+
 #include "db/exec.h"
+#include "db/stmt.h"
 #include "service/speed.h"
 
 static void test_pipelinable_first_keyword(void **state)
@@ -73,12 +77,44 @@ static void test_speed_slot_collision_reads_unknown(void **state)
     svc_speed_free(t);
 }
 
+static void test_stmts_lru_and_names(void **state)
+{
+    (void)state;
+    char evicted[DB_STMT_NAME_MAX], first[DB_STMT_NAME_MAX], second[DB_STMT_NAME_MAX];
+    assert_null(db_stmts_new(0)); /* size 0: no cache */
+    assert_null(db_stmts_find(NULL, "SELECT 1"));
+    db_stmts *s = db_stmts_new(2);
+    assert_non_null(s);
+    assert_null(db_stmts_find(s, "SELECT 1"));
+    strcpy(first, db_stmts_add(s, "SELECT 1", evicted));
+    assert_string_equal(evicted, "");
+    strcpy(second, db_stmts_add(s, "SELECT 2", evicted));
+    assert_string_equal(evicted, "");
+    assert_string_not_equal(first, second);
+    assert_string_equal(db_stmts_find(s, "SELECT 1"), first); /* now SELECT 2 is the oldest */
+    assert_int_equal(db_stmts_count(s), 2);
+    const char *third = db_stmts_add(s, "SELECT 3", evicted);
+    assert_string_equal(evicted, second); /* the least recently used went */
+    assert_null(db_stmts_find(s, "SELECT 2"));
+    assert_string_not_equal(third, first);
+    assert_string_not_equal(third, second); /* names are never reused */
+    assert_string_equal(db_stmts_find(s, "SELECT 1"), first);
+    db_stmts_forget(s, first);
+    assert_null(db_stmts_find(s, "SELECT 1"));
+    assert_int_equal(db_stmts_count(s), 1);
+    db_stmts_clear(s);
+    assert_int_equal(db_stmts_count(s), 0);
+    assert_null(db_stmts_find(s, "SELECT 3"));
+    db_stmts_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipelinable_first_keyword),
         cmocka_unit_test(test_speed_learns_and_forgets),
         cmocka_unit_test(test_speed_slot_collision_reads_unknown),
+        cmocka_unit_test(test_stmts_lru_and_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
