@@ -26,8 +26,8 @@ const char *const db_reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "CLOSE ALL", "UNLISTEN *",
     "SELECT pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES",
     /* last: the check db_reset_statements reads */
-    "SELECT count(*) FILTER (WHERE from_sql), count(*) FILTER (WHERE NOT from_sql) "
-    "FROM pg_catalog.pg_prepared_statements"};
+    ("SELECT count(*) FILTER (WHERE from_sql), count(*) FILTER (WHERE NOT from_sql) "
+     "FROM pg_catalog.pg_prepared_statements")};
 const int db_reset_nsql = sizeof(db_reset_sql) / sizeof(db_reset_sql[0]);
 
 bool db_reset_statements(db_conn *c, const PGresult *check)
