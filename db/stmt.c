@@ -24,7 +24,7 @@ struct db_stmts {
     uint64_t next_id; /* the next name's number */
 };
 
-static uint64_t hash_sql(const char *sql)
+uint64_t db_sql_hash(const char *sql)
 {
     uint64_t h = 14695981039346656037ULL;
     for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
@@ -72,7 +72,7 @@ const char *db_stmts_find(db_stmts *s, const char *sql)
 {
     if (!s)
         return NULL;
-    uint64_t h = hash_sql(sql);
+    uint64_t h = db_sql_hash(sql);
     for (int i = 0; i < s->capacity; i++) {
         entry *e = &s->entries[i];
         if (e->sql && e->hash == h && strcmp(e->sql, sql) == 0) {
@@ -106,7 +106,7 @@ const char *db_stmts_add(db_stmts *s, const char *sql, char evicted[DB_STMT_NAME
     char *copy = strdup(sql);
     if (!copy)
         return NULL;
-    *slot = (entry){.hash = hash_sql(sql), .sql = copy, .used = ++s->clock};
+    *slot = (entry){.hash = db_sql_hash(sql), .sql = copy, .used = ++s->clock};
     snprintf(slot->name, sizeof(slot->name), "fanout_%llu", (unsigned long long)++s->next_id);
     s->count++;
     return slot->name;

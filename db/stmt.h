@@ -13,6 +13,7 @@
 #define FANOUT_DB_STMT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define DB_STMT_NAME_MAX 32 /* room for a name, NUL included */
 
@@ -38,6 +39,9 @@ void db_stmts_forget(db_stmts *s, const char *name);
 
 /* Drop every entry: the server no longer has them (DEALLOCATE ALL). */
 void db_stmts_clear(db_stmts *s);
+
+/* A 64-bit hash of an SQL text (FNV-1a): the cache's key, and svc_speed's. */
+uint64_t db_sql_hash(const char *sql);
 
 /* Statements held. */
 size_t db_stmts_count(const db_stmts *s);

@@ -9,6 +9,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "db/stmt.h"
+
 #define SLOTS 4096 /* a power of two */
 #define MEAN_BITS 24
 #define MEAN_MAX ((1u << MEAN_BITS) - 1)
@@ -34,10 +36,7 @@ void svc_speed_free(svc_speed *t)
 
 uint64_t svc_speed_hash(const char *sql)
 {
-    uint64_t h = 14695981039346656037ULL;
-    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
-        h = (h ^ *p) * 1099511628211ULL;
-    return h;
+    return db_sql_hash(sql);
 }
 
 static uint64_t tag_of(uint64_t hash)
