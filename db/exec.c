@@ -30,12 +30,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "db/encode.h"
+#include "db/reader.h"
 
-static double now_ms(void)
+double db_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -61,7 +61,7 @@ void db_result_error(db_buf *out, const char *id, const char *code, const char *
 }
 
 /* The first line of libpq's connection error text, for a db_unavailable message. */
-static void put_conn_lost(db_buf *out, const char *id, PGconn *pg)
+void db_put_conn_lost(db_buf *out, const char *id, PGconn *pg)
 {
     const char *m = PQerrorMessage(pg);
     char line[256];
@@ -84,35 +84,9 @@ static void put_sql_error(db_buf *out, const PGresult *res)
                         PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME));
 }
 
-/* Why rows are no longer written to out. */
-typedef enum stop_reason {
-    STOP_NONE = 0,  /* still writing every row */
-    STOP_MAX_ROWS,  /* a row past max_rows arrived: the result is truncated */
-    STOP_TOO_LARGE, /* the reply would pass max_reply_bytes: the query fails */
-    STOP_OOM        /* out could not grow (out->oom): the reply is lost anyway */
-} stop_reason;
-
-/* One statement's row set while it streams in. Lives on the worker's stack for one call. */
-typedef struct reader {
-    db_conn *c;               /* the worker's connection */
-    const db_exec_opts *opts; /* the caller's options */
-    db_buf *out;              /* the caller's buffer */
-    size_t start;             /* out->len before the statement: its bytes begin here */
-    PGresult *meta;           /* the row set's columns without rows, owned; NULL until seen */
-    db_buf keys;              /* "name": for each column back to back (object rows only) */
-    size_t *key_end;          /* end of each column's key in keys, owned; NULL: array rows */
-    long nrows;               /* rows written to out */
-    stop_reason stop;         /* why rows are no longer written */
-    bool no_cancel;           /* never cancel: in a pipeline a cancel could hit the next query */
-    bool cancelled;           /* our cancel request reached the server */
-    PGresult *last;           /* the statement's outcome, its final non-row result, owned */
-    const PGresult *error_from; /* not owned: the error to report instead (a failed Parse of
-                                   the named statement it ran, sent for an earlier query) */
-    double started, ended;    /* when it was sent and when its last result arrived, ms */
-} reader;
 
 /* First sight of the row set: keep its columns, and escape the names once for object rows. */
-static bool start_rows(reader *rd, const PGresult *res)
+static bool start_rows(db_reader *rd, const PGresult *res)
 {
     int ncols = PQnfields(res);
 
@@ -161,7 +135,7 @@ static bool accept_bytes(const db_exec_opts *o, size_t len)
 }
 
 /* Write row i of res to out, or say why not. */
-static stop_reason put_row(reader *rd, const PGresult *res, int i)
+static db_stop_reason put_row(db_reader *rd, const PGresult *res, int i)
 {
     db_buf *out = rd->out;
     int ncols = PQnfields(res);
@@ -193,7 +167,7 @@ static stop_reason put_row(reader *rd, const PGresult *res, int i)
 }
 
 /* May this stop become a cancel on the server? (See the top of the file.) */
-static bool may_cancel(const reader *rd)
+static bool may_cancel(const db_reader *rd)
 {
     if (rd->no_cancel)
         return false;
@@ -209,7 +183,7 @@ static bool may_cancel(const reader *rd)
 
 /* Ask the server to stop the statement. PQcancel returns once the server has signalled the
  * backend; when it fails, the drain reads the remaining rows instead. */
-static void cancel(reader *rd)
+static void cancel(db_reader *rd)
 {
     PGcancel *handle = db_conn_cancel_handle(rd->c);
     char err[256];
@@ -218,7 +192,7 @@ static void cancel(reader *rd)
 }
 
 /* The statement ended with the error our own cancel caused (57014 query_canceled). */
-static bool ended_by_cancel(const reader *rd, const PGresult *res)
+static bool ended_by_cancel(const db_reader *rd, const PGresult *res)
 {
     const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     return rd->cancelled && PQresultStatus(res) == PGRES_FATAL_ERROR && code &&
@@ -226,7 +200,7 @@ static bool ended_by_cancel(const reader *rd, const PGresult *res)
 }
 
 /* Forget what the statement wrote to out; a buffer that held only it gives its memory back. */
-static void drop_written(reader *rd)
+static void drop_written(db_reader *rd)
 {
     db_buf *out = rd->out;
 
@@ -255,7 +229,7 @@ static void buf_insert(db_buf *b, size_t at, const char *p, size_t n)
  * moved in front of the rows) and its tail. Type names may cost a round trip: the connection is
  * idle by now.
  */
-static void finish_rows(reader *rd, const char *id, const char *word, size_t wlen)
+static void finish_rows(db_reader *rd, const char *id, const char *word, size_t wlen)
 {
     db_buf head = DB_BUF_INIT;
     const PGresult *m = rd->meta;
@@ -305,7 +279,7 @@ static void put_too_large(db_buf *out, const char *id, size_t max)
  * The statement returned rows (or our cancel ended it): complete its object, or put
  * result_too_large in its place when it does not fit the reply.
  */
-static db_status finish_row_set(reader *rd, const char *id, PGresult *last, bool by_cancel)
+static db_status finish_row_set(db_reader *rd, const char *id, PGresult *last, bool by_cancel)
 {
     const char *word = "SELECT"; /* cancelled before its command tag: nearly always a SELECT
                                     (a read-only transaction allows little else) */
@@ -328,7 +302,7 @@ static db_status finish_row_set(reader *rd, const char *id, PGresult *last, bool
 }
 
 /* A statement without rows (INSERT, CREATE, SET, ...). */
-static void put_command(reader *rd, const char *id, PGresult *res)
+static void put_command(db_reader *rd, const char *id, PGresult *res)
 {
     db_buf *out = rd->out;
     const char *word, *affected = PQcmdTuples(res);
@@ -349,13 +323,13 @@ static void put_command(reader *rd, const char *id, PGresult *res)
 }
 
 /* The statement failed: drop its rows and say why. */
-static db_status put_failure(reader *rd, const char *id, PGconn *pg, const PGresult *last)
+static db_status put_failure(db_reader *rd, const char *id, PGconn *pg, const PGresult *last)
 {
     db_buf *out = rd->out;
 
     drop_written(rd);
     if (PQstatus(pg) != CONNECTION_OK) {
-        put_conn_lost(out, id, pg);
+        db_put_conn_lost(out, id, pg);
         return DB_CONN_LOST;
     }
     if (rd->stop == STOP_TOO_LARGE) { /* failing after we gave up on it changes nothing */
@@ -391,7 +365,7 @@ static bool finish_copy(PGconn *pg, ExecStatusType st)
 
 /* Read the statement's results to the end (NULL) whatever happens: then it is over on the
  * server. Rows go to out as they come; the final non-row result is kept in rd->last. */
-static void read_results(reader *rd, PGconn *pg)
+void db_reader_read(db_reader *rd, PGconn *pg)
 {
     PGresult *res;
 
@@ -409,13 +383,13 @@ static void read_results(reader *rd, PGconn *pg)
         if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
             break; /* PQgetResult would return it again and again: finish_copy ends it */
     }
-    rd->ended = now_ms();
+    rd->ended = db_now_ms();
 }
 
-/* Turn what read_results saw into the statement's result object, and free the reader except
- * rd->last (the caller clears it: another reader may point at it). The connection must be
+/* Turn what db_reader_read saw into the statement's result object, and free the db_reader except
+ * rd->last (the caller clears it: another db_reader may point at it). The connection must be
  * idle (out of pipeline mode): a type name may cost a round trip. */
-static db_status conclude(reader *rd, const char *id)
+db_status db_reader_conclude(db_reader *rd, const char *id)
 {
     PGconn *pg = db_conn_pg(rd->c);
     PGresult *last = rd->error_from ? (PGresult *)rd->error_from : rd->last;
@@ -438,7 +412,7 @@ static db_status conclude(reader *rd, const char *id)
     case PGRES_COPY_OUT:
     case PGRES_COPY_BOTH:
         if (!finish_copy(pg, st)) {
-            put_conn_lost(rd->out, id, pg);
+            db_put_conn_lost(rd->out, id, pg);
             status = DB_CONN_LOST;
             break;
         }
@@ -461,13 +435,13 @@ db_status db_exec_query(db_conn *c, const char *id, const char *sql, int nparams
                         const char *const *params, const db_exec_opts *opts, db_buf *out)
 {
     PGconn *pg = db_conn_pg(c);
-    reader rd = {.c = c, .opts = opts, .out = out, .start = out->len, .keys = DB_BUF_INIT,
-                 .started = now_ms()};
+    db_reader rd = {.c = c, .opts = opts, .out = out, .start = out->len, .keys = DB_BUF_INIT,
+                 .started = db_now_ms()};
 
     if (PQsendQueryParams(pg, sql, nparams, NULL, params, NULL, NULL, 0))
         (void)PQsetSingleRowMode(pg); /* cannot fail right after a send */
-    read_results(&rd, pg);
-    db_status status = conclude(&rd, id);
+    db_reader_read(&rd, pg);
+    db_status status = db_reader_conclude(&rd, id);
     PQclear(rd.last);
     db_conn_drop_notifies(c);
     return status;
@@ -490,235 +464,4 @@ db_status db_exec_command(db_conn *c, const char *sql, db_buf *err)
     PQclear(res);
     db_conn_drop_notifies(c);
     return status;
-}
-
-/* The end of one sync segment: PGRES_PIPELINE_SYNC. */
-static bool read_sync(PGconn *pg)
-{
-    PGresult *res = PQgetResult(pg);
-    bool ok = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
-    PQclear(res);
-    return ok;
-}
-
-/* Read one command's results to the end (NULL), keeping the last; the caller clears it. */
-static PGresult *read_command(PGconn *pg)
-{
-    PGresult *res, *last = NULL;
-    while ((res = PQgetResult(pg)) != NULL) {
-        PQclear(last);
-        last = res;
-    }
-    return last;
-}
-
-/* The reset's segment: false when a statement failed; *check gets the last one's result. */
-static bool read_reset(PGconn *pg, PGresult **check)
-{
-    bool ok = true;
-    for (int i = 0; i < db_reset_nsql; i++) {
-        PGresult *last = read_command(pg);
-        ExecStatusType st = PQresultStatus(last);
-        ok = ok && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
-        if (i == db_reset_nsql - 1)
-            *check = last;
-        else
-            PQclear(last);
-    }
-    return read_sync(pg) && ok;
-}
-
-/* How one query of a pipeline went out. */
-typedef struct sent {
-    char name[DB_STMT_NAME_MAX]; /* the named statement it executed; "" for unnamed */
-    bool dealloc;                /* a DEALLOCATE of an evicted statement went first (own sync) */
-    bool parse;                  /* its statement's Parse went with it */
-    bool parse_failed;           /* ... and failed */
-    int parsed_by;               /* the query whose Parse made its statement in this pipeline
-                                    (itself when parse); -1: prepared before */
-} sent;
-
-/* Send query i: through the connection's statement cache when it has one. */
-static bool send_query(PGconn *pg, db_stmts *stmts, const db_pipe_query *q, sent *sq, int i,
-                       sent *all)
-{
-    const char *name = db_stmts_find(stmts, q->sql);
-
-    *sq = (sent){.parsed_by = -1};
-    if (name) {
-        for (int j = i - 1; j >= 0 && sq->parsed_by < 0; j--)
-            if (all[j].parse && strcmp(all[j].name, name) == 0)
-                sq->parsed_by = j;
-    } else if (stmts) {
-        char evicted[DB_STMT_NAME_MAX], cmd[DB_STMT_NAME_MAX + 16];
-        name = db_stmts_add(stmts, q->sql, evicted);
-        if (evicted[0]) { /* fanout's own name, never request data */
-            snprintf(cmd, sizeof(cmd), "DEALLOCATE %s", evicted);
-            sq->dealloc = true;
-            if (!PQsendQueryParams(pg, cmd, 0, NULL, NULL, NULL, NULL, 0) || !PQpipelineSync(pg))
-                return false;
-        }
-        if (name) {
-            sq->parse = true;
-            sq->parsed_by = i;
-            if (!PQsendPrepare(pg, name, q->sql, q->nparams, NULL))
-                return false;
-        }
-    }
-    if (name) {
-        snprintf(sq->name, sizeof(sq->name), "%s", name);
-        if (!PQsendQueryPrepared(pg, sq->name, q->nparams, q->params, NULL, NULL, 0))
-            return false;
-    } else if (!PQsendQueryParams(pg, q->sql, q->nparams, NULL, q->params, NULL, NULL, 0)) {
-        return false;
-    }
-    return PQpipelineSync(pg);
-}
-
-/* Read query i's results (after what went ahead of it). */
-static bool read_query(PGconn *pg, db_stmts *stmts, reader *rds, sent *sq, int i)
-{
-    reader *rd = &rds[i];
-    PGresult *parse_error = NULL;
-
-    if (sq[i].dealloc) { /* its failure matters to nobody */
-        PQclear(read_command(pg));
-        if (!read_sync(pg))
-            return false;
-    }
-    if (sq[i].parse) {
-        PGresult *res = read_command(pg);
-        if (PQresultStatus(res) == PGRES_COMMAND_OK)
-            PQclear(res);
-        else
-            parse_error = res; /* the query's own error: a syntax error, say */
-    }
-    (void)PQsetSingleRowMode(pg); /* for the query at the head of the pipeline */
-    read_results(rd, pg);
-    if (parse_error) {
-        PQclear(rd->last); /* PGRES_PIPELINE_ABORTED: the Parse's error says why */
-        rd->last = parse_error;
-        sq[i].parse_failed = true;
-        db_stmts_forget(stmts, sq[i].name);
-    } else if (sq[i].parsed_by >= 0 && sq[sq[i].parsed_by].parse_failed) {
-        rd->error_from = rds[sq[i].parsed_by].last; /* the same text, the same Parse error */
-    } else if (sq[i].name[0] && PQresultStatus(rd->last) == PGRES_FATAL_ERROR) {
-        const char *code = PQresultErrorField(rd->last, PG_DIAG_SQLSTATE);
-        if (code && strcmp(code, "26000") == 0)
-            db_stmts_clear(stmts); /* someone deallocated fanout's statements: start over */
-    }
-    return PQstatus(pg) == CONNECTION_OK && read_sync(pg);
-}
-
-db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
-                           const db_exec_opts *opts)
-{
-    PGconn *pg = db_conn_pg(c);
-    db_stmts *stmts = db_conn_stmts(c);
-    reader rds[DB_PIPELINE_MAX];
-    sent sq[DB_PIPELINE_MAX];
-    PGresult *check = NULL;
-    double t0 = now_ms();
-    bool reset_ok = true, broken = false;
-    int sent_n = 0;
-
-    if (n > DB_PIPELINE_MAX)
-        n = DB_PIPELINE_MAX; /* the caller's contract; never more readers than the array */
-    if (!PQenterPipelineMode(pg)) {
-        broken = true;
-        goto conclude;
-    }
-    /* A sync after each query: each runs in its own implicit transaction, so one failure
-     * aborts only itself. PQpipelineSync flushes: the server starts on the first at once. */
-    for (; !broken && sent_n < n; sent_n++) {
-        rds[sent_n] = (reader){.c = c, .opts = opts, .out = qs[sent_n].out,
-                               .start = qs[sent_n].out->len, .keys = DB_BUF_INIT,
-                               .no_cancel = true};
-        if (!send_query(pg, stmts, &qs[sent_n], &sq[sent_n], sent_n, sq)) {
-            broken = true;
-            sent_n++; /* part of it may have gone out: read it like the others */
-            break;
-        }
-    }
-    for (int j = 0; !broken && reset && j < db_reset_nsql; j++)
-        if (!PQsendQueryParams(pg, db_reset_sql[j], 0, NULL, NULL, NULL, NULL, 0))
-            broken = true;
-    if (!broken && reset && !PQpipelineSync(pg))
-        broken = true;
-    for (int i = 0; i < sent_n; i++) {
-        /* A query's own time starts when the one before it ended (the first: at the send). */
-        rds[i].started = i ? rds[i - 1].ended : t0;
-        if (!broken && !read_query(pg, stmts, rds, sq, i))
-            broken = true;
-        if (broken) /* whatever is left was lost with the connection */
-            rds[i].ended = now_ms();
-        qs[i].elapsed_ms = rds[i].ended - rds[i].started;
-    }
-    if (!broken && reset)
-        reset_ok = read_reset(pg, &check);
-    if (!broken && !PQexitPipelineMode(pg))
-        broken = true;
-    if (!broken && reset && reset_ok)
-        reset_ok = db_reset_statements(c, check);
-conclude:
-    /* Out of pipeline mode now (unless broken): a result may look up a type name. */
-    for (int i = 0; i < n; i++) {
-        if (i < sent_n) {
-            qs[i].status = conclude(&rds[i], qs[i].id);
-        } else {
-            put_conn_lost(qs[i].out, qs[i].id, pg);
-            qs[i].status = DB_CONN_LOST;
-        }
-    }
-    for (int i = 0; i < sent_n; i++)
-        PQclear(rds[i].last);
-    PQclear(check);
-    db_conn_drop_notifies(c);
-    if (broken || PQstatus(pg) != CONNECTION_OK)
-        return DB_CONN_LOST;
-    return reset_ok ? DB_OK : DB_SQL_ERROR;
-}
-
-/* Skip white space and comments (-- to the end of the line, nested block comments). */
-static const char *skip_blank(const char *p)
-{
-    for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
-            p++;
-        if (p[0] == '-' && p[1] == '-') {
-            p += strcspn(p, "\n");
-        } else if (p[0] == '/' && p[1] == '*') {
-            int depth = 0;
-            do {
-                if (p[0] == '/' && p[1] == '*') {
-                    depth++;
-                    p += 2;
-                } else if (p[0] == '*' && p[1] == '/') {
-                    depth--;
-                    p += 2;
-                } else if (*p) {
-                    p++;
-                }
-            } while (depth > 0 && *p);
-        } else {
-            return p;
-        }
-    }
-}
-
-bool db_sql_pipelinable(const char *sql)
-{
-    static const char *const words[] = {"SELECT", "WITH", "VALUES", "TABLE",
-                                        "INSERT", "UPDATE", "DELETE"};
-    const char *p = skip_blank(sql);
-    size_t len = 0;
-
-    while ((p[len] >= 'a' && p[len] <= 'z') || (p[len] >= 'A' && p[len] <= 'Z'))
-        len++;
-    if ((p[len] >= '0' && p[len] <= '9') || p[len] == '_' || p[len] == '$')
-        return false; /* a longer identifier, not a keyword */
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (strlen(words[i]) == len && strncasecmp(p, words[i], len) == 0)
-            return true;
-    return false;
 }

@@ -5,10 +5,10 @@
  * semaphore) on the idle stack; a push takes one waiter off the stack per item, at most, and
  * posts its semaphore. So `idle` counts exactly the consumers blocked and not yet woken, and
  * `woken` those woken and on their way, which svc_queue_pop_run needs to decide how much work
- * one consumer may take; and no more wake-ups are sent than there is work for. (A condition variable signalled once per item also loses
- * wake-ups here: glibc 2.36's pthread_cond_signal can fail to wake a waiter, glibc bug 25847,
- * which showed as 0.5 s stalls until the idle timeout.) Most recently idle first: its cache is
- * warm.
+ * one consumer may take; and no more wake-ups are sent than there is work for. (A condition
+ * variable signalled once per item lost wake-ups here: glibc 2.36's pthread_cond_signal can fail
+ * to wake a waiter, glibc bug 25847, which showed as 0.5 s stalls until the idle timeout.) Most
+ * recently idle first: its cache is warm.
  */
 #include "service/queue.h"
 
