@@ -424,6 +424,62 @@ static void test_bad_reload_keeps_tokens(void **state)
 }
 
 /* No secret presented in this group reached the server's log. */
+/* Batch 1, from the writer token, dirties the session of every one of the 4 workers (4 queries
+ * that each hold their worker 0.3 s, so each lands on its own); batch 2, from the reader token,
+ * probes every worker again and must find fresh sessions everywhere. */
+static json_t *every_worker(const char *auth, const char *sql, long long pids[4])
+{
+    char body[2048], header[128];
+    size_t len = (size_t)snprintf(body, sizeof(body), "{\"queries\":[");
+    for (int i = 0; i < 4; i++)
+        len += (size_t)snprintf(body + len, sizeof(body) - len, "%s{\"sql\":\"%s\"}", i ? "," : "", sql);
+    snprintf(body + len, sizeof(body) - len, "]}");
+    snprintf(header, sizeof(header), "Bearer %s", auth);
+    fx_response r;
+    if (!send_auth(srv.port, "POST", "/v1/batch", header, body, &r))
+        return NULL;
+    FX_CHECK(r.status == 200, "status %d: %s", r.status, r.body);
+    json_t *doc = json_loads(r.body, 0, NULL);
+    fx_response_free(&r);
+    for (int i = 0; i < 4; i++) {
+        char path[32];
+        snprintf(path, sizeof(path), "results.%d.rows.0.0", i);
+        FX_EXPECT_KIND(doc, path, "integer");
+        pids[i] = json_integer_value(fx_at(doc, path));
+        for (int j = 0; j < i; j++)
+            FX_CHECK(pids[i] != pids[j], "queries %d and %d ran on one worker: not every worker", j, i);
+    }
+    return doc;
+}
+
+static void test_no_state_between_tokens_on_any_worker(void **state)
+{
+    long long dirty[4], clean[4];
+    (void)state;
+    json_t *doc = every_worker(WRITER, "SELECT pg_backend_pid(), set_config('search_path', 'nowhere', false), "
+                                       "set_config('work_mem', '77MB', false), pg_advisory_lock(77), pg_sleep(0.3)",
+                               dirty);
+    json_decref(doc);
+    doc = every_worker(READER, "SELECT pg_backend_pid(), current_setting('search_path'), current_setting('work_mem'), "
+                               "(SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' "
+                               "AND pid = pg_backend_pid()), pg_sleep(0.3)",
+                       clean);
+    for (int i = 0; i < 4; i++) {
+        bool seen = false;
+        for (int j = 0; j < 4; j++)
+            seen = seen || clean[i] == dirty[j];
+        FX_CHECK(seen, "backend %lld of batch 2 did not serve batch 1: a worker was not probed", clean[i]);
+        char path[48];
+        snprintf(path, sizeof(path), "results.%d.rows.0.1", i);
+        FX_EXPECT_STR(doc, path, "\"$user\", public");
+        snprintf(path, sizeof(path), "results.%d.rows.0.2", i);
+        FX_EXPECT_STR(doc, path, "4MB");
+        snprintf(path, sizeof(path), "results.%d.rows.0.3", i);
+        FX_EXPECT_INT(doc, path, 0);
+    }
+    json_decref(doc);
+}
+
 static void test_log_has_no_secrets(void **state)
 {
     static const char *const secrets[] = {READER, WRITER, NEWBIE, "nope"};
@@ -574,6 +630,7 @@ int it_auth(void)
         cmocka_unit_test(test_probes_and_metrics_open),
         cmocka_unit_test(test_metrics_auth),
         cmocka_unit_test(test_read_only_token),
+        cmocka_unit_test(test_no_state_between_tokens_on_any_worker),
         cmocka_unit_test(test_sighup_reload),
         cmocka_unit_test(test_bad_reload_keeps_tokens),
         cmocka_unit_test(test_log_has_no_secrets),
