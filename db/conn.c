@@ -21,6 +21,7 @@ struct db_conn {
     size_t types_cap;   /* slots allocated, a power of two */
     size_t types_len;   /* slots in use */
     db_stmts *stmts;    /* its named prepared statements, owned; NULL: none are kept */
+    bool reset_prepared; /* the session reset's statements are prepared on it */
 };
 
 /* Defaults fanout applies when the conninfo leaves them unset: never hang on a dead network. */
@@ -257,6 +258,10 @@ db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
     PQclear(res);
     c->cancel = PQgetCancel(c->pg);
     c->stmts = db_stmts_new(p->statement_cache); /* NULL (unnamed statements) if it fails */
+    if (!db_reset_prepare(c) && PQstatus(c->pg) != CONNECTION_OK) {
+        snprintf(err, errlen, "preparing the session reset: %s", PQerrorMessage(c->pg));
+        goto fail;
+    } /* a refusal only costs speed: the reset then goes unnamed */
     db_conninfo_free(kw, val);
     return c;
 fail:
@@ -277,6 +282,16 @@ void db_conn_close(db_conn *c)
         free(c->types[i].name);
     free(c->types);
     free(c);
+}
+
+bool db_conn_reset_prepared(const db_conn *c)
+{
+    return c->reset_prepared;
+}
+
+void db_conn_set_reset_prepared(db_conn *c, bool prepared)
+{
+    c->reset_prepared = prepared;
 }
 
 db_stmts *db_conn_stmts(db_conn *c)

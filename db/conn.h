@@ -72,12 +72,22 @@ bool db_conn_ok(const db_conn *c); /* the connection is not known to be broken *
  * the connection should not serve another batch. One round trip. */
 bool db_conn_reset(db_conn *c);
 
-/* The reset's statements (db/session.c), sent in one pipeline segment; the last one's result
- * goes to db_reset_statements, which ends the reset (DEALLOCATE ALL when a client prepared
- * statements of its own or dropped fanout's). False when that failed. */
-extern const char *const db_reset_sql[];
-extern const int db_reset_nsql;
-bool db_reset_statements(db_conn *c, const PGresult *check);
+/*
+ * The reset's parts (db/session.c), for a pipeline that carries it behind its queries:
+ * db_reset_send sends its statements and a sync (as the connection's named statements when
+ * db_reset_prepare made them, else unnamed); db_reset_read reads that segment (false when a
+ * statement failed) and hands over the last statement's result; once out of pipeline mode,
+ * db_reset_finish reads it and, when a client made prepared statements of its own or dropped
+ * fanout's, runs DEALLOCATE ALL and starts fanout's statements over. False: the reset failed.
+ */
+bool db_reset_prepare(db_conn *c);
+bool db_reset_send(db_conn *c);
+bool db_reset_read(db_conn *c, PGresult **check);
+bool db_reset_finish(db_conn *c, const PGresult *check);
+
+/* Whether the reset's statements are prepared on the connection (db/session.c keeps it). */
+bool db_conn_reset_prepared(const db_conn *c);
+void db_conn_set_reset_prepared(db_conn *c, bool prepared);
 
 /* The idle connection is still usable: polls its socket, no round trip (db/health.c). */
 bool db_conn_alive(db_conn *c);

@@ -31,22 +31,6 @@ static PGresult *read_command(PGconn *pg)
     return last;
 }
 
-/* The reset's segment: false when a statement failed; *check gets the last one's result. */
-static bool read_reset(PGconn *pg, PGresult **check)
-{
-    bool ok = true;
-    for (int i = 0; i < db_reset_nsql; i++) {
-        PGresult *last = read_command(pg);
-        ExecStatusType st = PQresultStatus(last);
-        ok = ok && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
-        if (i == db_reset_nsql - 1)
-            *check = last;
-        else
-            PQclear(last);
-    }
-    return read_sync(pg) && ok;
-}
-
 /* How one query of a pipeline went out. */
 typedef struct sent {
     char name[DB_STMT_NAME_MAX]; /* the named statement it executed; "" for unnamed */
@@ -159,10 +143,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
             break;
         }
     }
-    for (int j = 0; !broken && reset && j < db_reset_nsql; j++)
-        if (!PQsendQueryParams(pg, db_reset_sql[j], 0, NULL, NULL, NULL, NULL, 0))
-            broken = true;
-    if (!broken && reset && !PQpipelineSync(pg))
+    if (!broken && reset && !db_reset_send(c))
         broken = true;
     for (int i = 0; i < sent_n; i++) {
         /* A query's own time starts when the one before it ended (the first: at the send). */
@@ -174,11 +155,11 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
         qs[i].elapsed_ms = rds[i].ended - rds[i].started;
     }
     if (!broken && reset)
-        reset_ok = read_reset(pg, &check);
+        reset_ok = db_reset_read(c, &check);
     if (!broken && !PQexitPipelineMode(pg))
         broken = true;
     if (!broken && reset && reset_ok)
-        reset_ok = db_reset_statements(c, check);
+        reset_ok = db_reset_finish(c, check);
 conclude:
     /* Out of pipeline mode now (unless broken): a result may look up a type name. */
     for (int i = 0; i < n; i++) {

