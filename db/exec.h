@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "db/buf.h"
 #include "db/conn.h"
@@ -65,6 +66,7 @@ db_status db_exec_command(db_conn *c, const char *sql, db_buf *err);
 typedef struct db_pipe_query {
     const char *id;            /* echoed in the result object; NULL for none */
     const char *sql;           /* one statement (db_sql_pipelinable) */
+    uint64_t sql_hash;         /* its db_sql_hash: the statement cache's key */
     int nparams;
     const char *const *params; /* text parameters, NULL entries for SQL NULL */
     db_buf *out;               /* its result object is appended here */

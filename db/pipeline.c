@@ -11,8 +11,7 @@
 
 #include "db/reader.h"
 
-/* The end of one sync segment: PGRES_PIPELINE_SYNC. */
-static bool read_sync(PGconn *pg)
+bool db_read_sync(PGconn *pg)
 {
     PGresult *res = PQgetResult(pg);
     bool ok = res && PQresultStatus(res) == PGRES_PIPELINE_SYNC;
@@ -20,8 +19,7 @@ static bool read_sync(PGconn *pg)
     return ok;
 }
 
-/* Read one command's results to the end (NULL), keeping the last; the caller clears it. */
-static PGresult *read_command(PGconn *pg)
+PGresult *db_read_command(PGconn *pg)
 {
     PGresult *res, *last = NULL;
     while ((res = PQgetResult(pg)) != NULL) {
@@ -45,7 +43,7 @@ typedef struct sent {
 static bool send_query(PGconn *pg, db_stmts *stmts, const db_pipe_query *q, sent *sq, int i,
                        sent *all)
 {
-    const char *name = db_stmts_find(stmts, q->sql);
+    const char *name = db_stmts_find(stmts, q->sql, q->sql_hash);
 
     *sq = (sent){.parsed_by = -1};
     if (name) {
@@ -54,7 +52,7 @@ static bool send_query(PGconn *pg, db_stmts *stmts, const db_pipe_query *q, sent
                 sq->parsed_by = j;
     } else if (stmts) {
         char evicted[DB_STMT_NAME_MAX], cmd[DB_STMT_NAME_MAX + 16];
-        name = db_stmts_add(stmts, q->sql, evicted);
+        name = db_stmts_add(stmts, q->sql, q->sql_hash, evicted);
         if (evicted[0]) { /* fanout's own name, never request data */
             snprintf(cmd, sizeof(cmd), "DEALLOCATE %s", evicted);
             sq->dealloc = true;
@@ -85,12 +83,12 @@ static bool read_query(PGconn *pg, db_stmts *stmts, db_reader *rds, sent *sq, in
     PGresult *parse_error = NULL;
 
     if (sq[i].dealloc) { /* its failure matters to nobody */
-        PQclear(read_command(pg));
-        if (!read_sync(pg))
+        PQclear(db_read_command(pg));
+        if (!db_read_sync(pg))
             return false;
     }
     if (sq[i].parse) {
-        PGresult *res = read_command(pg);
+        PGresult *res = db_read_command(pg);
         if (PQresultStatus(res) == PGRES_COMMAND_OK)
             PQclear(res);
         else
@@ -110,7 +108,7 @@ static bool read_query(PGconn *pg, db_stmts *stmts, db_reader *rds, sent *sq, in
         if (code && strcmp(code, "26000") == 0)
             db_stmts_clear(stmts); /* someone deallocated fanout's statements: start over */
     }
-    return PQstatus(pg) == CONNECTION_OK && read_sync(pg);
+    return PQstatus(pg) == CONNECTION_OK && db_read_sync(pg);
 }
 
 db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,

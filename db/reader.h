@@ -54,6 +54,11 @@ void db_put_conn_lost(db_buf *out, const char *id, PGconn *pg);
 /* Read the statement's results to the end (NULL): rows into rd->out, the last into rd->last. */
 void db_reader_read(db_reader *rd, PGconn *pg);
 
+/* In pipeline mode: the end of one sync segment (PGRES_PIPELINE_SYNC); and one command's
+ * results read to the end (NULL), the last kept for the caller to clear. */
+bool db_read_sync(PGconn *pg);
+PGresult *db_read_command(PGconn *pg);
+
 /* The statement's result object from what db_reader_read saw. Connection idle (out of pipeline
  * mode): a type name may cost a round trip. */
 db_status db_reader_conclude(db_reader *rd, const char *id);

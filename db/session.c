@@ -24,6 +24,7 @@
 
 #include "db/conn.h"
 #include "db/exec.h"
+#include "db/reader.h"
 
 /* The statements, prepared once per connection under these names (parsing them for every
  * batch cost a fifth of the reset). The last one also reads the prepared statements. */
@@ -71,11 +72,7 @@ bool db_reset_read(db_conn *c, PGresult **check)
     bool ok = true;
 
     for (int i = 0; i < NRESET; i++) {
-        PGresult *res, *last = NULL;
-        while ((res = PQgetResult(pg)) != NULL) {
-            PQclear(last);
-            last = res;
-        }
+        PGresult *last = db_read_command(pg);
         ExecStatusType st = PQresultStatus(last);
         ok = ok && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
         if (i == NRESET - 1)
@@ -83,10 +80,7 @@ bool db_reset_read(db_conn *c, PGresult **check)
         else
             PQclear(last);
     }
-    PGresult *sync = PQgetResult(pg);
-    ok = ok && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
-    PQclear(sync);
-    return ok;
+    return db_read_sync(pg) && ok;
 }
 
 /* Start the connection's prepared statements over: a client's own go, and so do fanout's. */

@@ -1,6 +1,7 @@
 /*
- * db_stmts: see stmt.h. A small array searched by hash then text: a few hundred entries at most,
- * and a lookup costs less than the round trip it saves by far.
+ * db_stmts: see stmt.h. A small array searched by hash then text: a few hundred entries at most.
+ * The hashes sit in an array of their own, so a lookup scans a few KiB of them (0 marks a free
+ * entry), not the entries.
  */
 #include "db/stmt.h"
 
@@ -10,7 +11,6 @@
 #include <string.h>
 
 typedef struct entry {
-    uint64_t hash;               /* of sql */
     char *sql;                   /* owned; NULL: a free entry */
     uint64_t used;               /* clock value of its last use */
     char name[DB_STMT_NAME_MAX]; /* its server-side name */
@@ -18,6 +18,7 @@ typedef struct entry {
 
 struct db_stmts {
     entry *entries;   /* capacity of them */
+    uint64_t *hashes; /* hashes[i]: entries[i].sql's db_sql_hash (never 0), 0 when it is free */
     int capacity;
     size_t count;     /* entries in use */
     uint64_t clock;   /* ticks on every find and add */
@@ -29,7 +30,16 @@ uint64_t db_sql_hash(const char *sql)
     uint64_t h = 14695981039346656037ULL;
     for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
         h = (h ^ *p) * 1099511628211ULL;
-    return h;
+    return h ? h : 1; /* 0 marks a free entry */
+}
+
+/* Make entry i free. */
+static void drop(db_stmts *s, int i)
+{
+    free(s->entries[i].sql);
+    s->entries[i].sql = NULL;
+    s->hashes[i] = 0;
+    s->count--;
 }
 
 db_stmts *db_stmts_new(int capacity)
@@ -40,7 +50,10 @@ db_stmts *db_stmts_new(int capacity)
     if (!s)
         return NULL;
     s->entries = calloc((size_t)capacity, sizeof(*s->entries));
-    if (!s->entries) {
+    s->hashes = calloc((size_t)capacity, sizeof(*s->hashes));
+    if (!s->entries || !s->hashes) {
+        free(s->entries);
+        free(s->hashes);
         free(s);
         return NULL;
     }
@@ -52,11 +65,9 @@ void db_stmts_clear(db_stmts *s)
 {
     if (!s)
         return;
-    for (int i = 0; i < s->capacity; i++) {
-        free(s->entries[i].sql);
-        s->entries[i].sql = NULL;
-    }
-    s->count = 0;
+    for (int i = 0; i < s->capacity; i++)
+        if (s->hashes[i])
+            drop(s, i);
 }
 
 void db_stmts_free(db_stmts *s)
@@ -65,66 +76,62 @@ void db_stmts_free(db_stmts *s)
         return;
     db_stmts_clear(s);
     free(s->entries);
+    free(s->hashes);
     free(s);
 }
 
-const char *db_stmts_find(db_stmts *s, const char *sql)
+const char *db_stmts_find(db_stmts *s, const char *sql, uint64_t hash)
 {
     if (!s)
         return NULL;
-    uint64_t h = db_sql_hash(sql);
     for (int i = 0; i < s->capacity; i++) {
-        entry *e = &s->entries[i];
-        if (e->sql && e->hash == h && strcmp(e->sql, sql) == 0) {
-            e->used = ++s->clock;
-            return e->name;
+        if (s->hashes[i] == hash && strcmp(s->entries[i].sql, sql) == 0) {
+            s->entries[i].used = ++s->clock;
+            return s->entries[i].name;
         }
     }
     return NULL;
 }
 
-const char *db_stmts_add(db_stmts *s, const char *sql, char evicted[DB_STMT_NAME_MAX])
+const char *db_stmts_add(db_stmts *s, const char *sql, uint64_t hash,
+                         char evicted[DB_STMT_NAME_MAX])
 {
-    entry *slot = NULL;
+    int slot = -1;
 
     evicted[0] = '\0';
     if (!s)
         return NULL;
-    for (int i = 0; i < s->capacity && !slot; i++)
-        if (!s->entries[i].sql)
-            slot = &s->entries[i];
-    if (!slot) { /* full: the least recently used one goes */
-        slot = &s->entries[0];
+    for (int i = 0; i < s->capacity && slot < 0; i++)
+        if (!s->hashes[i])
+            slot = i;
+    if (slot < 0) { /* full: the least recently used one goes */
+        slot = 0;
         for (int i = 1; i < s->capacity; i++)
-            if (s->entries[i].used < slot->used)
-                slot = &s->entries[i];
-        snprintf(evicted, DB_STMT_NAME_MAX, "%s", slot->name);
-        free(slot->sql);
-        slot->sql = NULL;
-        s->count--;
+            if (s->entries[i].used < s->entries[slot].used)
+                slot = i;
+        snprintf(evicted, DB_STMT_NAME_MAX, "%s", s->entries[slot].name);
+        drop(s, slot);
     }
     char *copy = strdup(sql);
     if (!copy)
         return NULL;
-    *slot = (entry){.hash = db_sql_hash(sql), .sql = copy, .used = ++s->clock};
-    snprintf(slot->name, sizeof(slot->name), "fanout_%llu", (unsigned long long)++s->next_id);
+    entry *e = &s->entries[slot];
+    *e = (entry){.sql = copy, .used = ++s->clock};
+    snprintf(e->name, sizeof(e->name), "fanout_%llu", (unsigned long long)++s->next_id);
+    s->hashes[slot] = hash;
     s->count++;
-    return slot->name;
+    return e->name;
 }
 
 void db_stmts_forget(db_stmts *s, const char *name)
 {
     if (!s)
         return;
-    for (int i = 0; i < s->capacity; i++) {
-        entry *e = &s->entries[i];
-        if (e->sql && strcmp(e->name, name) == 0) {
-            free(e->sql);
-            e->sql = NULL;
-            s->count--;
+    for (int i = 0; i < s->capacity; i++)
+        if (s->hashes[i] && strcmp(s->entries[i].name, name) == 0) {
+            drop(s, i);
             return;
         }
-    }
 }
 
 size_t db_stmts_count(const db_stmts *s)

@@ -23,8 +23,9 @@ typedef struct db_stmts db_stmts;
 db_stmts *db_stmts_new(int capacity);
 void db_stmts_free(db_stmts *s);
 
-/* The name sql is prepared under, marked most recently used; NULL when it is not. */
-const char *db_stmts_find(db_stmts *s, const char *sql);
+/* The name sql (whose db_sql_hash is hash) is prepared under, marked most recently used; NULL
+ * when it is not. */
+const char *db_stmts_find(db_stmts *s, const char *sql, uint64_t hash);
 
 /*
  * Name a new statement for sql and remember it. When the cache is full, the least recently used
@@ -32,7 +33,8 @@ const char *db_stmts_find(db_stmts *s, const char *sql);
  * the server. Returns the new name (it lives until the entry is dropped), or NULL when out of
  * memory (run the statement unnamed).
  */
-const char *db_stmts_add(db_stmts *s, const char *sql, char evicted[DB_STMT_NAME_MAX]);
+const char *db_stmts_add(db_stmts *s, const char *sql, uint64_t hash,
+                         char evicted[DB_STMT_NAME_MAX]);
 
 /* Drop the entry of name (its Parse failed, so the server does not have it). */
 void db_stmts_forget(db_stmts *s, const char *name);
@@ -40,7 +42,8 @@ void db_stmts_forget(db_stmts *s, const char *name);
 /* Drop every entry: the server no longer has them (DEALLOCATE ALL). */
 void db_stmts_clear(db_stmts *s);
 
-/* A 64-bit hash of an SQL text (FNV-1a): the cache's key, and svc_speed's. */
+/* A 64-bit hash of an SQL text (FNV-1a), never 0: the cache's key, and svc_speed's. Computed
+ * once per query (svc_batch_new) and handed down. */
 uint64_t db_sql_hash(const char *sql);
 
 /* Statements held. */

@@ -12,9 +12,9 @@
 #include <event2/http.h>
 
 #include "db/exec.h"
+#include "db/stmt.h"
 #include "http/server.h"
 #include "service/clock.h"
-#include "service/speed.h"
 
 svc_batch *svc_batch_new(struct evhttp_request *req, http_batch_req *desc)
 {
@@ -36,7 +36,7 @@ svc_batch *svc_batch_new(struct evhttp_request *req, http_batch_req *desc)
         b->jobs[i].index = i;
         b->jobs[i].pipelinable = parallel && db_sql_pipelinable(b->desc->queries[i].sql);
         if (b->jobs[i].pipelinable)
-            b->jobs[i].sql_hash = svc_speed_hash(b->desc->queries[i].sql);
+            b->jobs[i].sql_hash = db_sql_hash(b->desc->queries[i].sql);
         atomic_init(&b->jobs[i].state, SVC_JOB_QUEUED);
     }
     atomic_init(&b->remaining, b->njobs);

@@ -54,7 +54,8 @@ typedef struct svc_job {
     bool pipelinable;       /* may share a pipeline with the batch's other such jobs (parallel,
                                not read-only, db_sql_pipelinable) */
     bool quick;             /* pipelinable and known to be quick (svc_speed), set at submit */
-    uint64_t sql_hash;      /* svc_speed_hash of its statement, when pipelinable */
+    uint64_t sql_hash;      /* db_sql_hash of its statement, when pipelinable: the key of
+                               svc_speed and of the connection's statement cache */
     _Atomic int state;      /* svc_job_state; the one claim point between a worker and the loop */
     int worker;             /* the worker running it (written before the claim to RUNNING) */
     uint64_t run_seq;       /* that worker's run number for it, so a late cancel cannot hit the

@@ -221,8 +221,7 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
 }
 
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
-                          bool reset, bool *reset_ok,
-                          svc_speed *speed)
+                          bool reset, bool *reset_ok, svc_speed *speed)
 {
     svc_batch *b = jobs[0]->batch;
     const http_batch_req *d = b->desc;
@@ -236,7 +235,8 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
     n = n < DB_PIPELINE_MAX ? n : DB_PIPELINE_MAX;
     for (int i = 0; i < n; i++) {
         const http_query *q = &d->queries[jobs[i]->index];
-        qs[i] = (db_pipe_query){.id = q->id, .sql = q->sql, .nparams = q->nparams,
+        qs[i] = (db_pipe_query){.id = q->id, .sql = q->sql, .sql_hash = jobs[i]->sql_hash,
+                                .nparams = q->nparams,
                                 .params = (const char *const *)q->params,
                                 .out = &b->slots[jobs[i]->index]};
     }

@@ -9,7 +9,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#include "db/stmt.h"
 
 #define SLOTS 4096 /* a power of two */
 #define MEAN_BITS 24
@@ -32,11 +31,6 @@ svc_speed *svc_speed_new(void)
 void svc_speed_free(svc_speed *t)
 {
     free(t);
-}
-
-uint64_t svc_speed_hash(const char *sql)
-{
-    return db_sql_hash(sql);
 }
 
 static uint64_t tag_of(uint64_t hash)

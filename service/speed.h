@@ -23,8 +23,7 @@ typedef struct svc_speed svc_speed;
 svc_speed *svc_speed_new(void); /* NULL when out of memory */
 void svc_speed_free(svc_speed *t);
 
-/* The key of a statement: a 64-bit hash of its text (FNV-1a). */
-uint64_t svc_speed_hash(const char *sql);
+/* A statement's key is its db_sql_hash (db/stmt.h). */
 
 /* Fold one run of the statement, ns nanoseconds, into its mean (any thread). */
 void svc_speed_observe(svc_speed *t, uint64_t hash, uint64_t ns);

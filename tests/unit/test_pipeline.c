@@ -41,9 +41,9 @@ static void test_speed_learns_and_forgets(void **state)
     (void)state;
     svc_speed *t = svc_speed_new();
     assert_non_null(t);
-    uint64_t quick = svc_speed_hash("SELECT 1"), slow = svc_speed_hash("SELECT pg_sleep(1)");
+    uint64_t quick = db_sql_hash("SELECT 1"), slow = db_sql_hash("SELECT pg_sleep(1)");
     assert_true(quick != slow);
-    assert_int_equal(svc_speed_hash("SELECT 1"), quick); /* a function of the text */
+    assert_int_equal(db_sql_hash("SELECT 1"), quick); /* a function of the text */
     assert_false(svc_speed_quick(t, quick));             /* never seen: unknown, not quick */
     svc_speed_observe(t, quick, 100000);                 /* 0.1 ms */
     svc_speed_observe(t, slow, 1000000000);              /* 1 s */
@@ -56,7 +56,7 @@ static void test_speed_learns_and_forgets(void **state)
         svc_speed_observe(t, quick, 10000000);
     assert_false(svc_speed_quick(t, quick));
     /* Longer than the mean can hold saturates rather than wraps round to quick. */
-    uint64_t huge = svc_speed_hash("SELECT pg_sleep(100)");
+    uint64_t huge = db_sql_hash("SELECT pg_sleep(100)");
     svc_speed_observe(t, huge, 100ULL * 1000000000ULL);
     assert_false(svc_speed_quick(t, huge));
     svc_speed_free(t);
@@ -82,29 +82,29 @@ static void test_stmts_lru_and_names(void **state)
     (void)state;
     char evicted[DB_STMT_NAME_MAX], first[DB_STMT_NAME_MAX], second[DB_STMT_NAME_MAX];
     assert_null(db_stmts_new(0)); /* size 0: no cache */
-    assert_null(db_stmts_find(NULL, "SELECT 1"));
+    assert_null(db_stmts_find(NULL, "SELECT 1", db_sql_hash("SELECT 1")));
     db_stmts *s = db_stmts_new(2);
     assert_non_null(s);
-    assert_null(db_stmts_find(s, "SELECT 1"));
-    strcpy(first, db_stmts_add(s, "SELECT 1", evicted));
+    assert_null(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1")));
+    strcpy(first, db_stmts_add(s, "SELECT 1", db_sql_hash("SELECT 1"), evicted));
     assert_string_equal(evicted, "");
-    strcpy(second, db_stmts_add(s, "SELECT 2", evicted));
+    strcpy(second, db_stmts_add(s, "SELECT 2", db_sql_hash("SELECT 2"), evicted));
     assert_string_equal(evicted, "");
     assert_string_not_equal(first, second);
-    assert_string_equal(db_stmts_find(s, "SELECT 1"), first); /* now SELECT 2 is the oldest */
+    assert_string_equal(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1")), first); /* now SELECT 2 is the oldest */
     assert_int_equal(db_stmts_count(s), 2);
-    const char *third = db_stmts_add(s, "SELECT 3", evicted);
+    const char *third = db_stmts_add(s, "SELECT 3", db_sql_hash("SELECT 3"), evicted);
     assert_string_equal(evicted, second); /* the least recently used went */
-    assert_null(db_stmts_find(s, "SELECT 2"));
+    assert_null(db_stmts_find(s, "SELECT 2", db_sql_hash("SELECT 2")));
     assert_string_not_equal(third, first);
     assert_string_not_equal(third, second); /* names are never reused */
-    assert_string_equal(db_stmts_find(s, "SELECT 1"), first);
+    assert_string_equal(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1")), first);
     db_stmts_forget(s, first);
-    assert_null(db_stmts_find(s, "SELECT 1"));
+    assert_null(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1")));
     assert_int_equal(db_stmts_count(s), 1);
     db_stmts_clear(s);
     assert_int_equal(db_stmts_count(s), 0);
-    assert_null(db_stmts_find(s, "SELECT 3"));
+    assert_null(db_stmts_find(s, "SELECT 3", db_sql_hash("SELECT 3")));
     db_stmts_free(s);
 }
 
