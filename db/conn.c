@@ -258,7 +258,8 @@ db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
     PQclear(res);
     c->cancel = PQgetCancel(c->pg);
     c->stmts = db_stmts_new(p->statement_cache); /* NULL (unnamed statements) if it fails */
-    if (!db_reset_prepare(c) && PQstatus(c->pg) != CONNECTION_OK) {
+    if (!db_reset_prepare(c) &&
+        (PQstatus(c->pg) != CONNECTION_OK || PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF)) {
         snprintf(err, errlen, "preparing the session reset: %s", PQerrorMessage(c->pg));
         goto fail;
     } /* a refusal only costs speed: the reset then goes unnamed */

@@ -212,6 +212,18 @@ static void drop_written(db_reader *rd)
     }
 }
 
+void db_reader_discard(db_reader *rd)
+{
+    drop_written(rd);
+    PQclear(rd->meta);
+    rd->meta = NULL;
+    free(rd->key_end);
+    rd->key_end = NULL;
+    db_buf_free(&rd->keys);
+    PQclear(rd->last);
+    rd->last = NULL;
+}
+
 /* Insert p[0..n) into b at offset at, moving the bytes after it. */
 static void buf_insert(db_buf *b, size_t at, const char *p, size_t n)
 {

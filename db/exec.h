@@ -70,18 +70,30 @@ typedef struct db_pipe_query {
     int nparams;
     const char *const *params; /* text parameters, NULL entries for SQL NULL */
     db_buf *out;               /* its result object is appended here */
+    bool share;                /* it only reads and is quick (db_sql_reads, the caller's
+                                  measure): it may share a read-only transaction */
     db_status status;          /* set by db_exec_pipeline */
+    bool resent;               /* set by db_exec_pipeline: it went out a second time, its
+                                  shared transaction having failed before it ran */
     double elapsed_ms;         /* its own time: from the previous query's last result (the
                                   first: from the send) to its own last result */
 } db_pipe_query;
 
 /*
- * Send each query followed by a sync, so each runs in its own implicit transaction and one
- * failure leaves the others alone, then (when reset) the session reset (db/session.c), and only
- * then read the results (libpq pipeline mode): the server sees them back to back, the worker
- * waits once instead of once a statement. A query runs as a named prepared statement from the
- * connection's cache (db_stmts: parsed and planned once per connection), unnamed when there is
- * none. At most DB_PIPELINE_MAX queries. No cancel is ever sent (in a pipeline it could hit the
+ * Send the queries, then (when reset) the session reset (db/session.c), and only then read the
+ * results (libpq pipeline mode): the server sees them back to back, the worker waits once
+ * instead of once a statement. A query runs as a named prepared statement from the connection's
+ * cache (db_stmts: parsed and planned once per connection), unnamed when there is none.
+ *
+ * One failure leaves the others alone. Most queries get a sync of their own, so each runs in its
+ * own implicit transaction. Neighbours marked `share` whose statements are cached share one
+ * transaction made read-only by its first statement, and one sync: a sync costs the server a
+ * commit and a flush, and libpq 15 a write. A failure there aborts the rest of that transaction
+ * unrun; they go out again, each with its own sync, and so does a statement refused as a write
+ * (SQLSTATE 25006: the cache remembers it and it never shares again). Read-only, the
+ * transaction's rollback undoes nothing the others did.
+ *
+ * At most DB_PIPELINE_MAX queries. No cancel is ever sent (in a pipeline it could hit the
  * next statement): rows past max_rows or the reply limit are read and dropped. Only for
  * statements that cannot change the transaction state or start a COPY (db_sql_pipelinable).
  * Each query's status and result object are set even on failure. Returns DB_CONN_LOST when the
@@ -97,6 +109,10 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
  * block or start a COPY. A lexical test, conservative: anything else runs alone.
  */
 bool db_sql_pipelinable(const char *sql);
+
+/* The statement only reads, as far as its first keyword says: SELECT, WITH, VALUES or TABLE.
+ * A function or a data-modifying WITH may still write; a read-only transaction catches those. */
+bool db_sql_reads(const char *sql);
 
 /* Append {"id":..,"error":{"code":code,"message":message}} (id only when not NULL). */
 void db_result_error(db_buf *out, const char *id, const char *code, const char *message);

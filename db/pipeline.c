@@ -32,27 +32,80 @@ PGresult *db_read_command(PGconn *pg)
 /* How one query of a pipeline went out. */
 typedef struct sent {
     char name[DB_STMT_NAME_MAX]; /* the named statement it executed; "" for unnamed */
+    bool live;                   /* it went out and its reader holds what came back */
     bool dealloc;                /* a DEALLOCATE of an evicted statement went first (own sync) */
     bool parse;                  /* its statement's Parse went with it */
     bool parse_failed;           /* ... and failed */
     int parsed_by;               /* the query whose Parse made its statement in this pipeline
                                     (itself when parse); -1: prepared before */
+    bool opens;                  /* the read-only opener went first: a shared transaction starts */
+    bool shared;                 /* it runs in a shared read-only transaction */
+    bool syncs;                  /* a sync follows it */
 } sent;
 
-/* Send query i: through the connection's statement cache when it has one. */
-static bool send_query(PGconn *pg, db_stmts *stmts, const db_pipe_query *q, sent *sq, int i,
-                       sent *all)
-{
-    const char *name = db_stmts_find(stmts, q->sql, q->sql_hash);
+/* One db_exec_pipeline call. */
+typedef struct pipe {
+    db_conn *c;
+    PGconn *pg;
+    db_stmts *stmts;
+    db_pipe_query *qs;
+    const db_exec_opts *opts;
+    db_reader rds[DB_PIPELINE_MAX];
+    sent sq[DB_PIPELINE_MAX];
+    bool open;          /* a shared transaction is open: its sync has not gone out */
+    int last_sent;      /* the query sent last, -1 for none */
+} pipe;
 
-    *sq = (sent){.parsed_by = -1};
+/* End the open shared transaction with its sync. */
+static bool close_shared(pipe *p)
+{
+    if (!p->open)
+        return true;
+    p->open = false;
+    p->sq[p->last_sent].syncs = true;
+    return PQpipelineSync(p->pg);
+}
+
+/*
+ * Send query i: through the connection's statement cache when it has one. It shares the open
+ * read-only transaction (or opens one, when the next one may join it) when `share` and its
+ * statement was prepared before this pipeline and is not known to write; else it gets a sync
+ * of its own.
+ */
+static bool send_query(pipe *p, int i, bool share, bool next_may_share)
+{
+    PGconn *pg = p->pg;
+    const db_pipe_query *q = &p->qs[i];
+    sent *sq = &p->sq[i];
+    bool writes = false;
+    const char *name = db_stmts_find(p->stmts, q->sql, q->sql_hash, &writes);
+
+    *sq = (sent){.live = true, .parsed_by = -1};
+    p->rds[i] = (db_reader){.c = p->c, .opts = p->opts, .out = q->out, .start = q->out->len,
+                            .keys = DB_BUF_INIT, .no_cancel = true};
     if (name) {
         for (int j = i - 1; j >= 0 && sq->parsed_by < 0; j--)
-            if (all[j].parse && strcmp(all[j].name, name) == 0)
+            if (p->sq[j].parse && strcmp(p->sq[j].name, name) == 0)
                 sq->parsed_by = j;
-    } else if (stmts) {
+    }
+    share = share && name && sq->parsed_by < 0 && !writes && (p->open || next_may_share);
+    if (!share && !close_shared(p))
+        return false;
+    p->last_sent = i;
+    if (share) {
+        if (!p->open) {
+            sq->opens = true;
+            p->open = true;
+            if (!PQsendQueryPrepared(pg, DB_READ_ONLY_STMT, 0, NULL, NULL, NULL, 0))
+                return false;
+        }
+        sq->shared = true;
+        snprintf(sq->name, sizeof(sq->name), "%s", name);
+        return PQsendQueryPrepared(pg, sq->name, q->nparams, q->params, NULL, NULL, 0);
+    }
+    if (!name && p->stmts) {
         char evicted[DB_STMT_NAME_MAX], cmd[DB_STMT_NAME_MAX + 16];
-        name = db_stmts_add(stmts, q->sql, q->sql_hash, evicted);
+        name = db_stmts_add(p->stmts, q->sql, q->sql_hash, evicted);
         if (evicted[0]) { /* fanout's own name, never request data */
             snprintf(cmd, sizeof(cmd), "DEALLOCATE %s", evicted);
             sq->dealloc = true;
@@ -66,6 +119,7 @@ static bool send_query(PGconn *pg, db_stmts *stmts, const db_pipe_query *q, sent
                 return false;
         }
     }
+    sq->syncs = true;
     if (name) {
         snprintf(sq->name, sizeof(sq->name), "%s", name);
         if (!PQsendQueryPrepared(pg, sq->name, q->nparams, q->params, NULL, NULL, 0))
@@ -77,11 +131,15 @@ static bool send_query(PGconn *pg, db_stmts *stmts, const db_pipe_query *q, sent
 }
 
 /* Read query i's results (after what went ahead of it). */
-static bool read_query(PGconn *pg, db_stmts *stmts, db_reader *rds, sent *sq, int i)
+static bool read_query(pipe *p, int i)
 {
-    db_reader *rd = &rds[i];
+    PGconn *pg = p->pg;
+    db_reader *rd = &p->rds[i];
+    sent *sq = p->sq;
     PGresult *parse_error = NULL;
 
+    if (sq[i].opens) /* should it fail, the queries behind it come back aborted */
+        PQclear(db_read_command(pg));
     if (sq[i].dealloc) { /* its failure matters to nobody */
         PQclear(db_read_command(pg));
         if (!db_read_sync(pg))
@@ -100,79 +158,121 @@ static bool read_query(PGconn *pg, db_stmts *stmts, db_reader *rds, sent *sq, in
         PQclear(rd->last); /* PGRES_PIPELINE_ABORTED: the Parse's error says why */
         rd->last = parse_error;
         sq[i].parse_failed = true;
-        db_stmts_forget(stmts, sq[i].name);
+        db_stmts_forget(p->stmts, sq[i].name);
     } else if (sq[i].parsed_by >= 0 && sq[sq[i].parsed_by].parse_failed) {
-        rd->error_from = rds[sq[i].parsed_by].last; /* the same text, the same Parse error */
+        rd->error_from = p->rds[sq[i].parsed_by].last; /* the same text, the same Parse error */
     } else if (sq[i].name[0] && PQresultStatus(rd->last) == PGRES_FATAL_ERROR) {
         const char *code = PQresultErrorField(rd->last, PG_DIAG_SQLSTATE);
         if (code && strcmp(code, "26000") == 0)
-            db_stmts_clear(stmts); /* someone deallocated fanout's statements: start over */
+            db_stmts_clear(p->stmts); /* someone deallocated fanout's statements: start over */
     }
-    return PQstatus(pg) == CONNECTION_OK && db_read_sync(pg);
+    return PQstatus(pg) == CONNECTION_OK && (!sq[i].syncs || db_read_sync(pg));
+}
+
+/* Must query i go out again? Yes when its shared transaction failed before it ran, or when it
+ * was refused as a write there (it would have run alone). */
+static bool must_resend(pipe *p, int i)
+{
+    const PGresult *last = p->rds[i].last;
+    const char *code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
+
+    if (!p->sq[i].shared)
+        return false;
+    if (PQresultStatus(last) == PGRES_PIPELINE_ABORTED)
+        return true;
+    if (PQresultStatus(last) == PGRES_FATAL_ERROR && code && strcmp(code, "25006") == 0) {
+        db_stmts_mark_writes(p->stmts, p->sq[i].name); /* read_only_sql_transaction */
+        return true;
+    }
+    return false;
 }
 
 db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
                            const db_exec_opts *opts)
 {
-    PGconn *pg = db_conn_pg(c);
-    db_stmts *stmts = db_conn_stmts(c);
-    db_reader rds[DB_PIPELINE_MAX];
-    sent sq[DB_PIPELINE_MAX];
+    pipe local, *p = &local;
     PGresult *check = NULL;
-    double t0 = db_now_ms();
     bool reset_ok = true, broken = false;
-    int sent_n = 0;
+    int todo[DB_PIPELINE_MAX], ntodo;
 
     if (n > DB_PIPELINE_MAX)
         n = DB_PIPELINE_MAX; /* the caller's contract; never more readers than the array */
-    if (!PQenterPipelineMode(pg)) {
+    local = (pipe){.c = c, .pg = db_conn_pg(c), .stmts = db_conn_stmts(c), .qs = qs,
+                   .opts = opts, .last_sent = -1};
+    for (ntodo = 0; ntodo < n; ntodo++)
+        todo[ntodo] = ntodo;
+    if (!PQenterPipelineMode(p->pg)) {
         broken = true;
         goto conclude;
     }
-    /* A sync after each query: each runs in its own implicit transaction, so one failure
-     * aborts only itself. PQpipelineSync flushes: the server starts on the first at once. */
-    for (; !broken && sent_n < n; sent_n++) {
-        rds[sent_n] = (db_reader){.c = c, .opts = opts, .out = qs[sent_n].out,
-                               .start = qs[sent_n].out->len, .keys = DB_BUF_INIT,
-                               .no_cancel = true};
-        if (!send_query(pg, stmts, &qs[sent_n], &sq[sent_n], sent_n, sq)) {
-            broken = true;
-            sent_n++; /* part of it may have gone out: read it like the others */
-            break;
+    /* Round 1 sends every query; round 2 what a failed shared transaction left unrun, each
+     * with its own sync, so there is no round 3. The reset goes behind each round. */
+    for (int round = 1; !broken && (round == 1 || ntodo > 0); round++) {
+        bool share = round == 1 && db_conn_reset_prepared(c);
+        double t0 = db_now_ms();
+        int nsent = 0;
+
+        p->last_sent = -1;
+        for (; !broken && nsent < ntodo; nsent++) {
+            int i = todo[nsent];
+            bool next = nsent + 1 < ntodo && qs[todo[nsent + 1]].share;
+            if (round > 1)
+                qs[i].resent = true;
+            if (!send_query(p, i, share && qs[i].share, next)) {
+                broken = true;
+                nsent++; /* part of it may have gone out: read it like the others */
+            }
         }
-    }
-    if (!broken && reset && !db_reset_send(c))
-        broken = true;
-    for (int i = 0; i < sent_n; i++) {
-        /* A query's own time starts when the one before it ended (the first: at the send). */
-        rds[i].started = i ? rds[i - 1].ended : t0;
-        if (!broken && !read_query(pg, stmts, rds, sq, i))
+        if (!broken && !close_shared(p))
             broken = true;
-        if (broken) /* whatever is left was lost with the connection */
-            rds[i].ended = db_now_ms();
-        qs[i].elapsed_ms = rds[i].ended - rds[i].started;
+        if (!broken && reset && !db_reset_send(c))
+            broken = true;
+        for (int k = 0; k < nsent; k++) {
+            int i = todo[k];
+            /* A query's own time starts when the one before it ended (the first: at the send). */
+            p->rds[i].started = k ? p->rds[todo[k - 1]].ended : t0;
+            if (!broken && !read_query(p, i))
+                broken = true;
+            if (broken) /* whatever is left was lost with the connection */
+                p->rds[i].ended = db_now_ms();
+            qs[i].elapsed_ms = p->rds[i].ended - p->rds[i].started;
+        }
+        if (!broken && reset) {
+            PQclear(check); /* a later round's reset is the one that counts */
+            check = NULL;
+            reset_ok = db_reset_read(c, &check);
+        }
+        int again = 0;
+        for (int k = 0; !broken && k < nsent; k++) {
+            int i = todo[k];
+            if (must_resend(p, i)) {
+                db_reader_discard(&p->rds[i]);
+                p->sq[i].live = false;
+                todo[again++] = i;
+            }
+        }
+        ntodo = again;
     }
-    if (!broken && reset)
-        reset_ok = db_reset_read(c, &check);
-    if (!broken && !PQexitPipelineMode(pg))
+    if (!broken && !PQexitPipelineMode(p->pg))
         broken = true;
     if (!broken && reset && reset_ok)
         reset_ok = db_reset_finish(c, check);
 conclude:
     /* Out of pipeline mode now (unless broken): a result may look up a type name. */
     for (int i = 0; i < n; i++) {
-        if (i < sent_n) {
-            qs[i].status = db_reader_conclude(&rds[i], qs[i].id);
+        if (p->sq[i].live) {
+            qs[i].status = db_reader_conclude(&p->rds[i], qs[i].id);
         } else {
-            db_put_conn_lost(qs[i].out, qs[i].id, pg);
+            db_put_conn_lost(qs[i].out, qs[i].id, p->pg);
             qs[i].status = DB_CONN_LOST;
         }
     }
-    for (int i = 0; i < sent_n; i++)
-        PQclear(rds[i].last);
+    for (int i = 0; i < n; i++)
+        if (p->sq[i].live)
+            PQclear(p->rds[i].last);
     PQclear(check);
     db_conn_drop_notifies(c);
-    if (broken || PQstatus(pg) != CONNECTION_OK)
+    if (broken || PQstatus(p->pg) != CONNECTION_OK)
         return DB_CONN_LOST;
     return reset_ok ? DB_OK : DB_SQL_ERROR;
 }

@@ -45,6 +45,15 @@ typedef struct db_reader {
     double started, ended;    /* when it was sent and when its last result arrived, ms */
 } db_reader;
 
+/* Forget what the reader read: free what it holds, rd->last included, and take its bytes back
+ * out of rd->out. For a statement that will be sent again. */
+void db_reader_discard(db_reader *rd);
+
+/* The statement that makes a pipeline's shared transaction read-only, prepared with the session
+ * reset's on each connection (db_reset_prepare), and its name. */
+#define DB_READ_ONLY_STMT "fanout_read_only"
+#define DB_READ_ONLY_SQL "SELECT pg_catalog.set_config('transaction_read_only', 'on', true)"
+
 /* Milliseconds on CLOCK_MONOTONIC. */
 double db_now_ms(void);
 

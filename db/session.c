@@ -38,16 +38,29 @@ static const char *const reset_names[NRESET] = {
     "fanout_reset_1", "fanout_reset_2", "fanout_reset_3", "fanout_reset_4",
     "fanout_reset_5", "fanout_reset_6", "fanout_reset_7"};
 
+/* Prepared with them: the read-only transaction's opener (db/pipeline.c). */
+#define NOWN (NRESET + 1)
+
 bool db_reset_prepare(db_conn *c)
 {
     PGconn *pg = db_conn_pg(c);
-    bool ok = true;
+    bool ok = PQenterPipelineMode(pg); /* all in one round trip: a connect waits for them */
+    int sent = 0;
 
-    for (int i = 0; ok && i < NRESET; i++) {
-        PGresult *res = PQprepare(pg, reset_names[i], reset_sql[i], 0, NULL);
-        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-        PQclear(res);
+    for (; ok && sent < NOWN; sent++)
+        ok = sent < NRESET ? PQsendPrepare(pg, reset_names[sent], reset_sql[sent], 0, NULL)
+                           : PQsendPrepare(pg, DB_READ_ONLY_STMT, DB_READ_ONLY_SQL, 0, NULL);
+    if (ok && PQpipelineSync(pg)) {
+        for (int i = 0; i < sent; i++) { /* after a failure the rest come back aborted */
+            PGresult *res = db_read_command(pg);
+            ok = ok && PQresultStatus(res) == PGRES_COMMAND_OK;
+            PQclear(res);
+        }
+        ok = db_read_sync(pg) && ok;
+    } else {
+        ok = false;
     }
+    ok = PQexitPipelineMode(pg) && ok; /* fails only with results unread: the caller drops it */
     db_conn_set_reset_prepared(c, ok);
     return ok;
 }
@@ -93,7 +106,7 @@ static bool deallocate_all(db_conn *c)
 
 bool db_reset_finish(db_conn *c, const PGresult *check)
 {
-    size_t own = db_stmts_count(db_conn_stmts(c)) + (db_conn_reset_prepared(c) ? NRESET : 0);
+    size_t own = db_stmts_count(db_conn_stmts(c)) + (db_conn_reset_prepared(c) ? NOWN : 0);
 
     if (PQresultStatus(check) == PGRES_TUPLES_OK && PQntuples(check) == 1 &&
         strcmp(PQgetvalue(check, 0, 1), "0") == 0 &&

@@ -1,5 +1,5 @@
 /*
- * db_sql_pipelinable: a lexical look at a statement's first keyword. See exec.h.
+ * db_sql_pipelinable, db_sql_reads: a lexical look at a statement's first keyword. See exec.h.
  */
 #include "db/exec.h"
 
@@ -33,10 +33,9 @@ static const char *skip_blank(const char *p)
     }
 }
 
-bool db_sql_pipelinable(const char *sql)
+/* Whether sql's first keyword is one of words[0..n). */
+static bool first_word_in(const char *sql, const char *const *words, size_t n)
 {
-    static const char *const words[] = {"SELECT", "WITH", "VALUES", "TABLE",
-                                        "INSERT", "UPDATE", "DELETE"};
     const char *p = skip_blank(sql);
     size_t len = 0;
 
@@ -44,8 +43,21 @@ bool db_sql_pipelinable(const char *sql)
         len++;
     if ((p[len] >= '0' && p[len] <= '9') || p[len] == '_' || p[len] == '$')
         return false; /* a longer identifier, not a keyword */
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+    for (size_t i = 0; i < n; i++)
         if (strlen(words[i]) == len && strncasecmp(p, words[i], len) == 0)
             return true;
     return false;
+}
+
+bool db_sql_pipelinable(const char *sql)
+{
+    static const char *const words[] = {"SELECT", "WITH", "VALUES", "TABLE",
+                                        "INSERT", "UPDATE", "DELETE"};
+    return first_word_in(sql, words, sizeof(words) / sizeof(words[0]));
+}
+
+bool db_sql_reads(const char *sql)
+{
+    static const char *const words[] = {"SELECT", "WITH", "VALUES", "TABLE"};
+    return first_word_in(sql, words, sizeof(words) / sizeof(words[0]));
 }

@@ -5,6 +5,7 @@
  */
 #include "db/stmt.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@ typedef struct entry {
     char *sql;                   /* owned; NULL: a free entry */
     uint64_t used;               /* clock value of its last use */
     char name[DB_STMT_NAME_MAX]; /* its server-side name */
+    bool writes;                 /* it failed in a read-only transaction (db_stmts_mark_writes) */
 } entry;
 
 struct db_stmts {
@@ -80,13 +82,15 @@ void db_stmts_free(db_stmts *s)
     free(s);
 }
 
-const char *db_stmts_find(db_stmts *s, const char *sql, uint64_t hash)
+const char *db_stmts_find(db_stmts *s, const char *sql, uint64_t hash, bool *writes)
 {
     if (!s)
         return NULL;
     for (int i = 0; i < s->capacity; i++) {
         if (s->hashes[i] == hash && strcmp(s->entries[i].sql, sql) == 0) {
             s->entries[i].used = ++s->clock;
+            if (writes)
+                *writes = s->entries[i].writes;
             return s->entries[i].name;
         }
     }
@@ -130,6 +134,17 @@ void db_stmts_forget(db_stmts *s, const char *name)
     for (int i = 0; i < s->capacity; i++)
         if (s->hashes[i] && strcmp(s->entries[i].name, name) == 0) {
             drop(s, i);
+            return;
+        }
+}
+
+void db_stmts_mark_writes(db_stmts *s, const char *name)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < s->capacity; i++)
+        if (s->hashes[i] && strcmp(s->entries[i].name, name) == 0) {
+            s->entries[i].writes = true;
             return;
         }
 }

@@ -12,6 +12,7 @@
 #ifndef FANOUT_DB_STMT_H
 #define FANOUT_DB_STMT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,8 +25,8 @@ db_stmts *db_stmts_new(int capacity);
 void db_stmts_free(db_stmts *s);
 
 /* The name sql (whose db_sql_hash is hash) is prepared under, marked most recently used; NULL
- * when it is not. */
-const char *db_stmts_find(db_stmts *s, const char *sql, uint64_t hash);
+ * when it is not. When found and writes is not NULL, *writes says whether it was marked. */
+const char *db_stmts_find(db_stmts *s, const char *sql, uint64_t hash, bool *writes);
 
 /*
  * Name a new statement for sql and remember it. When the cache is full, the least recently used
@@ -38,6 +39,10 @@ const char *db_stmts_add(db_stmts *s, const char *sql, uint64_t hash,
 
 /* Drop the entry of name (its Parse failed, so the server does not have it). */
 void db_stmts_forget(db_stmts *s, const char *name);
+
+/* Remember that name's statement writes (it failed in a read-only transaction): it never
+ * again shares a pipeline's read-only transaction with others (db_exec_pipeline). */
+void db_stmts_mark_writes(db_stmts *s, const char *name);
 
 /* Drop every entry: the server no longer has them (DEALLOCATE ALL). */
 void db_stmts_clear(db_stmts *s);

@@ -238,7 +238,9 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
         qs[i] = (db_pipe_query){.id = q->id, .sql = q->sql, .sql_hash = jobs[i]->sql_hash,
                                 .nparams = q->nparams,
                                 .params = (const char *const *)q->params,
-                                .out = &b->slots[jobs[i]->index]};
+                                .out = &b->slots[jobs[i]->index],
+                                /* measured quick: sharing a transaction holds no lock long */
+                                .share = jobs[i]->quick && db_sql_reads(q->sql)};
     }
     db_status st = db_exec_pipeline(conn, qs, n, reset, &opts);
     if (n > 1) {
@@ -250,6 +252,8 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
         run_ctx r = {.job = jobs[i], .b = b, .d = d, .conn = conn, .stats = stats};
         uint64_t ns = qs[i].elapsed_ms > 0 ? (uint64_t)(qs[i].elapsed_ms * 1e6) : 0;
         svc_hist_observe(&stats->query_duration, ns);
+        if (qs[i].resent)
+            svc_stat_inc(&stats->resent);
         if (speed && qs[i].status != DB_CONN_LOST)
             svc_speed_observe(speed, jobs[i]->sql_hash, ns);
         count(&r, outcome_of(qs[i].status));

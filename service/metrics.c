@@ -197,6 +197,7 @@ typedef struct worker_sums {
     uint64_t queries[SVC_Q_OUTCOMES]; /* queries finished, by outcome */
     uint64_t reconnects;              /* connections re-established */
     uint64_t pipelines, pipelined;    /* multi-query round trips, and their queries */
+    uint64_t resent;                  /* pipelined queries sent a second time */
     hist_sum query_duration;          /* one query's execution */
     hist_sum queue_wait;              /* a job's wait for a worker */
 } worker_sums;
@@ -209,6 +210,7 @@ static void add_workers(worker_sums *sum, const svc_worker_stats *w, int n)
         sum->reconnects += load(&w[i].reconnects);
         sum->pipelines += load(&w[i].pipelines);
         sum->pipelined += load(&w[i].pipelined);
+        sum->resent += load(&w[i].resent);
         hist_add(&sum->query_duration, &w[i].query_duration);
         hist_add(&sum->queue_wait, &w[i].queue_wait);
     }
@@ -283,6 +285,10 @@ void svc_metrics_render(svc_metrics *m, db_buf *out, uint64_t queue_depth)
     header(out, "fanout_pipelined_queries_total", "counter", "Queries sent in those round trips.");
     db_buf_printf(out, "fanout_pipelined_queries_total %llu\n",
                   (unsigned long long)sum.pipelined);
+    header(out, "fanout_pipeline_resent_total", "counter",
+           "Pipelined queries sent again on their own: the read-only transaction they shared "
+           "with others failed before they ran, or refused them as writes.");
+    db_buf_printf(out, "fanout_pipeline_resent_total %llu\n", (unsigned long long)sum.resent);
     header(out, "fanout_role_db_connections", "gauge",
            "Database connections of the pools of token roles, by role and state.");
     for (const role_stats *r = m->roles; r; r = r->next) {

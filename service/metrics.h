@@ -60,6 +60,8 @@ typedef struct svc_worker_stats {
     _Atomic uint64_t reconnects; /* successful connects after a lost connection */
     _Atomic uint64_t pipelines;  /* round trips that carried several queries of a batch */
     _Atomic uint64_t pipelined;  /* queries sent in those */
+    _Atomic uint64_t resent;     /* pipelined queries sent again after their shared read-only
+                                    transaction failed (db_exec_pipeline) */
     _Atomic bool busy;         /* running a job right now */
     _Atomic bool connected;    /* holds a live connection */
 } svc_worker_stats;

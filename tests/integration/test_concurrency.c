@@ -70,19 +70,24 @@ static double sleep_batch(int pids[WORKERS])
     return elapsed;
 }
 
-/* Wait until all 16 workers have their backend, so the first batch is not racing connects. */
+/* Wait until all 16 workers have their backend and are done connecting (which includes
+ * preparing fanout's own statements), so the first batch is not racing connects: a worker still
+ * connecting is not idle, and the batch's sleeps would queue behind each other. */
 static void wait_for_backends(int want)
 {
     double deadline = fx_now() + 10 * fx_scale();
     char *n = NULL;
+    double up = 0;
     for (;;) {
         n = fx_sql_value(true, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fanout'", 0, NULL);
-        if ((n != NULL && atoi(n) == want) || fx_now() >= deadline)
+        up = fx_metric(srv.port, "fanout_db_connections{state=\"connected\"}");
+        if ((n != NULL && atoi(n) == want && up == want) || fx_now() >= deadline)
             break;
         free(n);
         fx_sleep_ms(50);
     }
     FX_CHECK(n != NULL && atoi(n) == want, "want %d fanout backends in pg_stat_activity, have %s", want, n ? n : "?");
+    FX_CHECK(up == want, "want %d connected workers, /metrics says %.0f", want, up);
     free(n);
 }
 

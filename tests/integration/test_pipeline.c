@@ -1,9 +1,10 @@
 /*
  * Pipelining: a batch's quick statements go to one connection in one round trip (libpq pipeline
- * mode), slow ones are spread over idle workers, one statement's failure stays its own, the
- * session reset behind a pipeline keeps batches apart, a deadline inside a pipeline leaves the
- * connection clean, and the prepared-statement cache is reused, bounded and survives a client's
- * DEALLOCATE ALL.
+ * mode), slow ones are spread over idle workers, one statement's failure stays its own, quick
+ * reads share one read-only transaction (what a failure there leaves unrun, and a write it
+ * refuses, go out again on their own), the session reset behind a pipeline keeps batches apart,
+ * a deadline inside a pipeline leaves the connection clean, and the prepared-statement cache is
+ * reused, bounded and survives a client's DEALLOCATE ALL.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -194,6 +195,123 @@ static void test_deadline_inside_a_pipeline(void **state)
     json_decref(doc);
 }
 
+#define RESENT "fanout_pipeline_resent_total"
+
+/* Run body `warm` times so fanout learns its statements are quick and caches them. */
+static void warm_up(int port, const char *body, int warm)
+{
+    for (int i = 0; i < warm; i++)
+        json_decref(FX_BATCH(port, body));
+}
+
+/* Quick reads of one pipeline share one transaction, read-only, and one sync; the next batch on
+ * the connection is back to read-write. */
+static void test_quick_reads_share_a_read_only_transaction(void **state)
+{
+    enum { N = 8 };
+    char *body = repeat_batch("SELECT $1::int AS n, transaction_timestamp()::text AS t, "
+                              "current_setting('transaction_read_only') AS ro", N);
+    (void)state;
+
+    warm_up(one.port, body, 3);
+    json_t *doc = FX_BATCH(one.port, body);
+    FX_EXPECT_LEN(doc, "results", N);
+    const char *t0 = json_string_value(fx_at(doc, "results.0.rows.0.1"));
+    FX_CHECK(t0 != NULL, "no transaction_timestamp in result 0");
+    for (int i = 0; t0 && i < N; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "results.%d.rows.0.1", i);
+        const char *t = json_string_value(fx_at(doc, path));
+        FX_CHECK(cell(doc, i, 0) == i, "result %d holds n = %lld: out of order", i, cell(doc, i, 0));
+        FX_CHECK(t && strcmp(t, t0) == 0, "query %d's transaction began at %s, query 0's at %s: not one "
+                 "transaction", i, t ? t : "?", t0);
+        snprintf(path, sizeof(path), "results.%d.rows.0.2", i);
+        FX_EXPECT_STR(doc, path, "on");
+    }
+    json_decref(doc);
+    free(body);
+    doc = FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT current_setting('transaction_read_only')\"},"
+                             "{\"sql\":\"SELECT current_setting('default_transaction_read_only')\"}]}");
+    FX_EXPECT_STR(doc, "results.0.rows.0.0", "off");
+    FX_EXPECT_STR(doc, "results.1.rows.0.0", "off");
+    json_decref(doc);
+}
+
+/* A failure inside a shared transaction aborts the queries behind it unrun: they go out again on
+ * their own and come back with their own rows; only the failing one reports an error. */
+static void test_failure_in_a_shared_transaction_stays_its_own(void **state)
+{
+    enum { N = 8, ZERO = 2 };
+    char body[2048];
+    size_t len = 0;
+    (void)state;
+
+    len += (size_t)snprintf(body + len, sizeof(body) - len, "{\"queries\":[");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(body + len, sizeof(body) - len,
+                                "%s{\"sql\":\"SELECT 840 / $1::int AS v\",\"params\":[\"%d\"]}",
+                                i ? "," : "", i + 1);
+    snprintf(body + len, sizeof(body) - len, "]}");
+    warm_up(one.port, body, 3);
+    char *zero = strstr(body, "\"3\""); /* query ZERO's parameter */
+    assert_non_null(zero);
+    zero[1] = '0';
+    double before = fx_metric(one.port, RESENT);
+    json_t *doc = FX_BATCH(one.port, body);
+    double resent = fx_metric(one.port, RESENT) - before;
+    for (int i = 0; i < N; i++) {
+        char path[64];
+        if (i == ZERO) {
+            FX_EXPECT_STR(doc, "results.2.error.code", "22012");
+            continue;
+        }
+        snprintf(path, sizeof(path), "results.%d.rows.0.0", i);
+        FX_EXPECT_INT(doc, path, 840 / (i + 1));
+    }
+    FX_CHECK(resent == N - ZERO - 1, "%s grew by %.0f, want %d (the queries behind the failure)",
+             RESENT, resent, N - ZERO - 1);
+    json_decref(doc);
+}
+
+/* A SELECT that writes (through a function) is refused in the shared read-only transaction,
+ * then runs on its own: every write lands exactly once, and the connection remembers not to
+ * share it again. */
+static void test_a_select_that_writes_runs_alone(void **state)
+{
+    enum { N = 6, RUNS = 6 };
+    (void)state;
+    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_w; CREATE TABLE it_pipe_w (v int); "
+                                "GRANT ALL ON it_pipe_w TO PUBLIC; "
+                                "CREATE OR REPLACE FUNCTION it_pipe_add(int) RETURNS int "
+                                "LANGUAGE sql VOLATILE AS 'INSERT INTO it_pipe_w VALUES ($1); SELECT $1'"));
+    double before = fx_metric(one.port, RESENT);
+    for (int run = 0; run < RUNS; run++) {
+        char body[2048];
+        size_t len = 0;
+        len += (size_t)snprintf(body + len, sizeof(body) - len, "{\"queries\":[");
+        for (int i = 0; i < N; i++)
+            len += (size_t)snprintf(body + len, sizeof(body) - len,
+                                    "%s{\"sql\":\"SELECT it_pipe_add($1::int) AS v\",\"params\":[\"%d\"]}",
+                                    i ? "," : "", run * N + i);
+        snprintf(body + len, sizeof(body) - len, "]}");
+        json_t *doc = FX_BATCH(one.port, body);
+        for (int i = 0; i < N; i++) {
+            char path[64];
+            snprintf(path, sizeof(path), "results.%d.rows.0.0", i);
+            FX_EXPECT_INT(doc, path, run * N + i);
+        }
+        json_decref(doc);
+    }
+    double resent = fx_metric(one.port, RESENT) - before;
+    char *n = fx_sql_value(true, "SELECT count(*)::text || ' ' || count(DISTINCT v)::text FROM it_pipe_w", 0, NULL);
+    char want[32];
+    snprintf(want, sizeof(want), "%d %d", N * RUNS, N * RUNS);
+    FX_CHECK(n && strcmp(n, want) == 0, "it_pipe_w holds %s (rows, distinct), want %s", n ? n : "?", want);
+    free(n);
+    /* One shared attempt: the first query refused, the rest aborted behind it; never again. */
+    FX_CHECK(resent == N, "%s grew by %.0f over %d runs, want %d", RESENT, resent, RUNS, N);
+}
+
 /* One of fanout's prepared statements on the (only) connection, by text: how many. */
 static long long statements_for(int port, const char *text)
 {
@@ -225,10 +343,11 @@ static void test_statement_cache_reuses_and_is_bounded(void **state)
         FX_EXPECT_INT(doc, "results.0.rows.0.0", 100 + i);
         json_decref(doc);
     }
-    /* the session reset's own statements (fanout_reset_N) are not the cache's */
+    /* fanout's own statements (fanout_reset_N, fanout_read_only) are not the cache's */
     json_t *doc = FX_BATCH(small.port, "{\"queries\":[{\"sql\":\"SELECT count(*)::int FROM "
                                        "pg_prepared_statements WHERE NOT from_sql "
-                                       "AND name NOT LIKE 'fanout_reset%'\"}]}");
+                                       "AND name NOT LIKE 'fanout_reset%' "
+                                       "AND name <> 'fanout_read_only'\"}]}");
     FX_CHECK(cell(doc, 0, 0) == 3, "the connection holds %lld of the cache's statements, want 3", cell(doc, 0, 0));
     json_decref(doc);
     FX_CHECK(statements_for(small.port, "SELECT 41 AS reuse") == 0, "SELECT 41 was not evicted");
@@ -269,6 +388,9 @@ int it_pipeline(void)
         cmocka_unit_test(test_quick_statements_share_a_round_trip),
         cmocka_unit_test(test_slow_statements_spread),
         cmocka_unit_test(test_failure_stays_in_its_query),
+        cmocka_unit_test(test_quick_reads_share_a_read_only_transaction),
+        cmocka_unit_test(test_failure_in_a_shared_transaction_stays_its_own),
+        cmocka_unit_test(test_a_select_that_writes_runs_alone),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),

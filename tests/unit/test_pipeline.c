@@ -36,6 +36,26 @@ static void test_pipelinable_first_keyword(void **state)
             fail_msg("want not pipelinable: %s", no[i]);
 }
 
+/* Reads (which may share a read-only transaction) are the pipelinable ones minus the writes. */
+static void test_reads_first_keyword(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {
+        "SELECT 1", " select 1", "WITH x AS (SELECT 1) SELECT * FROM x", "VALUES (1)",
+        "TABLE t", "/* c */ SELECT 1", "-- c\nwith x as (delete from t returning *) table x",
+    };
+    static const char *const no[] = {
+        "INSERT INTO t VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t", "BEGIN", "SET x = 1",
+        "COPY t TO STDOUT", "SELECTX 1", "selected", "", "(SELECT 1)",
+    };
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        if (!db_sql_reads(yes[i]))
+            fail_msg("want a read: %s", yes[i]);
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        if (db_sql_reads(no[i]))
+            fail_msg("want not a read: %s", no[i]);
+}
+
 static void test_speed_learns_and_forgets(void **state)
 {
     (void)state;
@@ -82,29 +102,37 @@ static void test_stmts_lru_and_names(void **state)
     (void)state;
     char evicted[DB_STMT_NAME_MAX], first[DB_STMT_NAME_MAX], second[DB_STMT_NAME_MAX];
     assert_null(db_stmts_new(0)); /* size 0: no cache */
-    assert_null(db_stmts_find(NULL, "SELECT 1", db_sql_hash("SELECT 1")));
+    assert_null(db_stmts_find(NULL, "SELECT 1", db_sql_hash("SELECT 1"), NULL));
     db_stmts *s = db_stmts_new(2);
     assert_non_null(s);
-    assert_null(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1")));
+    assert_null(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1"), NULL));
     strcpy(first, db_stmts_add(s, "SELECT 1", db_sql_hash("SELECT 1"), evicted));
     assert_string_equal(evicted, "");
     strcpy(second, db_stmts_add(s, "SELECT 2", db_sql_hash("SELECT 2"), evicted));
     assert_string_equal(evicted, "");
     assert_string_not_equal(first, second);
-    assert_string_equal(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1")), first); /* now SELECT 2 is the oldest */
+    assert_string_equal(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1"), NULL), first); /* now SELECT 2 is the oldest */
     assert_int_equal(db_stmts_count(s), 2);
     const char *third = db_stmts_add(s, "SELECT 3", db_sql_hash("SELECT 3"), evicted);
     assert_string_equal(evicted, second); /* the least recently used went */
-    assert_null(db_stmts_find(s, "SELECT 2", db_sql_hash("SELECT 2")));
+    assert_null(db_stmts_find(s, "SELECT 2", db_sql_hash("SELECT 2"), NULL));
     assert_string_not_equal(third, first);
     assert_string_not_equal(third, second); /* names are never reused */
-    assert_string_equal(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1")), first);
+    assert_string_equal(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1"), NULL), first);
+    bool writes = true;
+    assert_non_null(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1"), &writes));
+    assert_false(writes); /* not until marked */
+    db_stmts_mark_writes(s, first);
+    assert_non_null(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1"), &writes));
+    assert_true(writes);
+    assert_non_null(db_stmts_find(s, "SELECT 3", db_sql_hash("SELECT 3"), &writes));
+    assert_false(writes); /* only that one */
     db_stmts_forget(s, first);
-    assert_null(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1")));
+    assert_null(db_stmts_find(s, "SELECT 1", db_sql_hash("SELECT 1"), NULL));
     assert_int_equal(db_stmts_count(s), 1);
     db_stmts_clear(s);
     assert_int_equal(db_stmts_count(s), 0);
-    assert_null(db_stmts_find(s, "SELECT 3", db_sql_hash("SELECT 3")));
+    assert_null(db_stmts_find(s, "SELECT 3", db_sql_hash("SELECT 3"), NULL));
     db_stmts_free(s);
 }
 
@@ -112,6 +140,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipelinable_first_keyword),
+        cmocka_unit_test(test_reads_first_keyword),
         cmocka_unit_test(test_speed_learns_and_forgets),
         cmocka_unit_test(test_speed_slot_collision_reads_unknown),
         cmocka_unit_test(test_stmts_lru_and_names),
