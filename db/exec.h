@@ -91,7 +91,8 @@ typedef struct db_pipe_query {
  * commit and a flush, and libpq 15 a write. A failure there aborts the rest of that transaction
  * unrun; they go out again, each with its own sync, and so does a statement refused as a write
  * (SQLSTATE 25006: the cache remembers it and it never shares again). Read-only, the
- * transaction's rollback undoes nothing the others did.
+ * transaction's rollback undoes nothing the others did. The reset joins the shared transaction
+ * that ends the pipeline, so a single quick read and its reset share one sync too.
  *
  * At most DB_PIPELINE_MAX queries. No cancel is ever sent (in a pipeline it could hit the
  * next statement): rows past max_rows or the reply limit are read and dropped. Only for

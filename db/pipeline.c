@@ -206,7 +206,9 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
         goto conclude;
     }
     /* Round 1 sends every query; round 2 what a failed shared transaction left unrun, each
-     * with its own sync, so there is no round 3. The reset goes behind each round. */
+     * with its own sync, so there is no round 3. The reset goes behind each round; it joins the
+     * shared transaction when one is open (it works read-only too). When that transaction
+     * failed, so did the reset: DB_SQL_ERROR, and the worker resets the connection again. */
     for (int round = 1; !broken && (round == 1 || ntodo > 0); round++) {
         bool share = round == 1 && db_conn_reset_prepared(c);
         double t0 = db_now_ms();
@@ -215,7 +217,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
         p->last_sent = -1;
         for (; !broken && nsent < ntodo; nsent++) {
             int i = todo[nsent];
-            bool next = nsent + 1 < ntodo && qs[todo[nsent + 1]].share;
+            bool next = nsent + 1 < ntodo ? qs[todo[nsent + 1]].share : reset;
             if (round > 1)
                 qs[i].resent = true;
             if (!send_query(p, i, share && qs[i].share, next)) {
@@ -223,6 +225,8 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
                 nsent++; /* part of it may have gone out: read it like the others */
             }
         }
+        if (!broken && reset && p->open)
+            p->open = false; /* the reset's own sync ends it: db_reset_read reads that */
         if (!broken && !close_shared(p))
             broken = true;
         if (!broken && reset && !db_reset_send(c))

@@ -14,7 +14,8 @@
  * An open transaction was already rolled back by the job. Not DISCARD ALL, nor DEALLOCATE ALL
  * every time: they would throw away fanout's prepared statements (db_stmts) after every batch.
  * The statements go out together in one pipeline segment: one round trip, or none of its own
- * when a worker sends them right behind a batch's queries (db_exec_pipeline's `reset`). They are
+ * when a worker sends them right behind a batch's queries (db_exec_pipeline's `reset`), where
+ * they may end the queries' shared read-only transaction (every one of them works read-only). They are
  * prepared once per connection (fanout_reset_N; about 15 % more 10-query batches a second than
  * parsing them each time); should a client drop them (DEALLOCATE ALL), the reset runs once
  * unnamed and prepares them again.

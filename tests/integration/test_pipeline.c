@@ -273,6 +273,34 @@ static void test_failure_in_a_shared_transaction_stays_its_own(void **state)
     json_decref(doc);
 }
 
+/* The session reset rides in the shared transaction; when that transaction fails, the worker
+ * resets the connection again: a session advisory lock (which no rollback releases) taken by a
+ * query of the failed transaction does not reach the next batch. */
+static void test_reset_after_a_failed_shared_transaction(void **state)
+{
+    static const char *const fmt = "{\"queries\":["
+                                   "{\"sql\":\"SELECT pg_advisory_lock($1::bigint)::text AS l\",\"params\":[\"4343\"]},"
+                                   "{\"sql\":\"SELECT 10 / $1::int AS v\",\"params\":[\"%d\"]},"
+                                   "{\"sql\":\"SELECT 3 AS three\"}]}";
+    char body[512];
+    (void)state;
+
+    snprintf(body, sizeof(body), fmt, 1);
+    warm_up(one.port, body, 3);
+    snprintf(body, sizeof(body), fmt, 0);
+    double before = fx_metric(one.port, RESENT);
+    json_t *doc = FX_BATCH(one.port, body);
+    FX_EXPECT_STR(doc, "results.1.error.code", "22012");
+    FX_EXPECT_INT(doc, "results.2.rows.0.0", 3);
+    json_decref(doc);
+    FX_CHECK(fx_metric(one.port, RESENT) - before == 1, "the query behind the failure was not sent again: "
+             "the three did not share a transaction, and the test proves nothing");
+    doc = FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT count(*)::int FROM pg_locks "
+                             "WHERE locktype = 'advisory' AND pid = pg_backend_pid()\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 0);
+    json_decref(doc);
+}
+
 /* A SELECT that writes (through a function) is refused in the shared read-only transaction,
  * then runs on its own: every write lands exactly once, and the connection remembers not to
  * share it again. */
@@ -390,6 +418,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_failure_stays_in_its_query),
         cmocka_unit_test(test_quick_reads_share_a_read_only_transaction),
         cmocka_unit_test(test_failure_in_a_shared_transaction_stays_its_own),
+        cmocka_unit_test(test_reset_after_a_failed_shared_transaction),
         cmocka_unit_test(test_a_select_that_writes_runs_alone),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
         cmocka_unit_test(test_deadline_inside_a_pipeline),

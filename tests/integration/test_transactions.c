@@ -77,18 +77,19 @@ static void expect_connection_idle(void)
 }
 
 /* A follow-up plain batch on the same connection: it works, outside any transaction, and what it
- * writes is committed at once. */
+ * writes is committed at once. SHOW runs alone, never in a pipeline's shared read-only transaction
+ * (where a quick SELECT would see transaction_read_only on): it sees the session's own state. */
 static void expect_connection_clean(int id)
 {
     char body[256], where[64];
     snprintf(body, sizeof(body),
              "{\"queries\":[{\"sql\":\"INSERT INTO fx_tx (id) VALUES (%d)\"},"
-             "{\"sql\":\"SELECT current_setting('transaction_read_only'), current_setting('transaction_isolation')\"}]}",
+             "{\"sql\":\"SHOW transaction_read_only\"},{\"sql\":\"SHOW transaction_isolation\"}]}",
              id);
     json_t *doc = FX_BATCH(srv.port, body);
     FX_EXPECT_STR(doc, "results.0.command", "INSERT");
     FX_EXPECT_STR(doc, "results.1.rows.0.0", "off");
-    FX_EXPECT_STR(doc, "results.1.rows.0.1", "read committed");
+    FX_EXPECT_STR(doc, "results.2.rows.0.0", "read committed");
     json_decref(doc);
     snprintf(where, sizeof(where), "id = %d", id);
     FX_CHECK(count_rows("fx_tx", where) == 1, "row %d written by a plain batch is not visible to libpq", id);
