@@ -39,6 +39,8 @@ typedef struct db_exec_opts {
     _Atomic size_t *reply_bytes; /* result bytes already accepted into the reply, shared by
                                     every worker of the batch (and grown here); NULL: no limit */
     size_t max_reply_bytes;      /* the most *reply_bytes may reach, bytes */
+    bool read_only;              /* db_exec_pipeline only: every query in a read-only
+                                    transaction (a read-only batch) */
 } db_exec_opts;
 
 /*
@@ -92,10 +94,13 @@ typedef struct db_pipe_query {
  * unrun; they go out again, each with its own sync, and so does a statement refused as a write
  * (SQLSTATE 25006: the cache remembers it and it never shares again). Read-only, the
  * transaction's rollback undoes nothing the others did. The reset joins the shared transaction
- * that ends the pipeline, so a single quick read and its reset share one sync too.
+ * that ends the pipeline, so a single quick read and its reset share one sync too. With
+ * opts->read_only every query runs in a read-only transaction (shared whenever its statement is
+ * prepared, else its own, opened the same way), and a 25006 is the query's answer.
  *
- * At most DB_PIPELINE_MAX queries. No cancel is ever sent (in a pipeline it could hit the
- * next statement): rows past max_rows or the reply limit are read and dropped. Only for
+ * At most DB_PIPELINE_MAX queries. No cancel is sent (in a pipeline it could hit the next
+ * statement): rows past max_rows or the reply limit are read and dropped; except for a read-only
+ * pipeline of one query, where only the reset can follow it (its failure is DB_SQL_ERROR). Only for
  * statements that cannot change the transaction state or start a COPY (db_sql_pipelinable).
  * Each query's status and result object are set even on failure. Returns DB_CONN_LOST when the
  * connection broke or the pipeline lost its way (drop the connection), DB_SQL_ERROR when the

@@ -52,6 +52,8 @@ typedef struct pipe {
     const db_exec_opts *opts;
     db_reader rds[DB_PIPELINE_MAX];
     sent sq[DB_PIPELINE_MAX];
+    bool read_only;     /* every query in a read-only transaction (db_exec_opts.read_only) */
+    bool may_cancel;    /* a lone read-only query: a cancel can only hit the reset behind it */
     bool open;          /* a shared transaction is open: its sync has not gone out */
     int last_sent;      /* the query sent last, -1 for none */
 } pipe;
@@ -66,11 +68,20 @@ static bool close_shared(pipe *p)
     return PQpipelineSync(p->pg);
 }
 
+/* Open a read-only transaction: the opener goes first (unnamed should it not be prepared). */
+static bool send_opener(pipe *p, sent *sq)
+{
+    sq->opens = true;
+    return db_conn_reset_prepared(p->c)
+               ? PQsendQueryPrepared(p->pg, DB_READ_ONLY_STMT, 0, NULL, NULL, NULL, 0)
+               : PQsendQueryParams(p->pg, DB_READ_ONLY_SQL, 0, NULL, NULL, NULL, NULL, 0);
+}
+
 /*
  * Send query i: through the connection's statement cache when it has one. It shares the open
- * read-only transaction (or opens one, when the next one may join it) when `share` and its
- * statement was prepared before this pipeline and is not known to write; else it gets a sync
- * of its own.
+ * read-only transaction (or opens one) when `share` and its statement was prepared before this
+ * pipeline and, unless the pipeline is read-only, is not known to write and has a neighbour to
+ * share with; else it gets a sync of its own (and in a read-only pipeline, an opener too).
  */
 static bool send_query(pipe *p, int i, bool share, bool next_may_share)
 {
@@ -82,21 +93,21 @@ static bool send_query(pipe *p, int i, bool share, bool next_may_share)
 
     *sq = (sent){.live = true, .parsed_by = -1};
     p->rds[i] = (db_reader){.c = p->c, .opts = p->opts, .out = q->out, .start = q->out->len,
-                            .keys = DB_BUF_INIT, .no_cancel = true};
+                            .keys = DB_BUF_INIT, .no_cancel = !p->may_cancel};
     if (name) {
         for (int j = i - 1; j >= 0 && sq->parsed_by < 0; j--)
             if (p->sq[j].parse && strcmp(p->sq[j].name, name) == 0)
                 sq->parsed_by = j;
     }
-    share = share && name && sq->parsed_by < 0 && !writes && (p->open || next_may_share);
+    share = share && name && sq->parsed_by < 0 &&
+            (p->read_only || (!writes && (p->open || next_may_share)));
     if (!share && !close_shared(p))
         return false;
     p->last_sent = i;
     if (share) {
         if (!p->open) {
-            sq->opens = true;
             p->open = true;
-            if (!PQsendQueryPrepared(pg, DB_READ_ONLY_STMT, 0, NULL, NULL, NULL, 0))
+            if (!send_opener(p, sq))
                 return false;
         }
         sq->shared = true;
@@ -112,12 +123,15 @@ static bool send_query(pipe *p, int i, bool share, bool next_may_share)
             if (!PQsendQueryParams(pg, cmd, 0, NULL, NULL, NULL, NULL, 0) || !PQpipelineSync(pg))
                 return false;
         }
-        if (name) {
+        if (name)
             sq->parse = true;
-            sq->parsed_by = i;
-            if (!PQsendPrepare(pg, name, q->sql, q->nparams, NULL))
-                return false;
-        }
+    }
+    if (p->read_only && !send_opener(p, sq))
+        return false;
+    if (sq->parse) {
+        sq->parsed_by = i;
+        if (!PQsendPrepare(pg, name, q->sql, q->nparams, NULL))
+            return false;
     }
     sq->syncs = true;
     if (name) {
@@ -138,13 +152,13 @@ static bool read_query(pipe *p, int i)
     sent *sq = p->sq;
     PGresult *parse_error = NULL;
 
-    if (sq[i].opens) /* should it fail, the queries behind it come back aborted */
-        PQclear(db_read_command(pg));
     if (sq[i].dealloc) { /* its failure matters to nobody */
         PQclear(db_read_command(pg));
         if (!db_read_sync(pg))
             return false;
     }
+    if (sq[i].opens) /* should it fail, the queries behind it come back aborted */
+        PQclear(db_read_command(pg));
     if (sq[i].parse) {
         PGresult *res = db_read_command(pg);
         if (PQresultStatus(res) == PGRES_COMMAND_OK)
@@ -170,7 +184,8 @@ static bool read_query(pipe *p, int i)
 }
 
 /* Must query i go out again? Yes when its shared transaction failed before it ran, or when it
- * was refused as a write there (it would have run alone). */
+ * was refused as a write there (it would have run alone), unless the pipeline is read-only:
+ * then the refusal is its answer. */
 static bool must_resend(pipe *p, int i)
 {
     const PGresult *last = p->rds[i].last;
@@ -180,7 +195,8 @@ static bool must_resend(pipe *p, int i)
         return false;
     if (PQresultStatus(last) == PGRES_PIPELINE_ABORTED)
         return true;
-    if (PQresultStatus(last) == PGRES_FATAL_ERROR && code && strcmp(code, "25006") == 0) {
+    if (!p->read_only && PQresultStatus(last) == PGRES_FATAL_ERROR && code &&
+        strcmp(code, "25006") == 0) {
         db_stmts_mark_writes(p->stmts, p->sq[i].name); /* read_only_sql_transaction */
         return true;
     }
@@ -198,7 +214,10 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
     if (n > DB_PIPELINE_MAX)
         n = DB_PIPELINE_MAX; /* the caller's contract; never more readers than the array */
     local = (pipe){.c = c, .pg = db_conn_pg(c), .stmts = db_conn_stmts(c), .qs = qs,
-                   .opts = opts, .last_sent = -1};
+                   .opts = opts, .read_only = opts && opts->read_only, .last_sent = -1};
+    /* A failed reset is redone by the worker (DB_SQL_ERROR), so a cancel that lands in it loses
+     * nothing; in front of another query it would fail that query. */
+    local.may_cancel = local.read_only && n == 1;
     for (ntodo = 0; ntodo < n; ntodo++)
         todo[ntodo] = ntodo;
     if (!PQenterPipelineMode(p->pg)) {
@@ -210,7 +229,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
      * shared transaction when one is open (it works read-only too). When that transaction
      * failed, so did the reset: DB_SQL_ERROR, and the worker resets the connection again. */
     for (int round = 1; !broken && (round == 1 || ntodo > 0); round++) {
-        bool share = round == 1 && db_conn_reset_prepared(c);
+        bool share = round == 1 && (p->read_only || db_conn_reset_prepared(c));
         double t0 = db_now_ms();
         int nsent = 0;
 
@@ -220,7 +239,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
             bool next = nsent + 1 < ntodo ? qs[todo[nsent + 1]].share : reset;
             if (round > 1)
                 qs[i].resent = true;
-            if (!send_query(p, i, share && qs[i].share, next)) {
+            if (!send_query(p, i, share && (p->read_only || qs[i].share), next)) {
                 broken = true;
                 nsent++; /* part of it may have gone out: read it like the others */
             }

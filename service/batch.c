@@ -30,7 +30,7 @@ svc_batch *svc_batch_new(struct evhttp_request *req, http_batch_req *desc)
     b->jobs = calloc((size_t)b->njobs, sizeof(*b->jobs));
     if (!b->slots || !b->jobs)
         goto fail;
-    bool parallel = b->desc->mode == HTTP_MODE_PARALLEL && !b->desc->read_only;
+    bool parallel = b->desc->mode == HTTP_MODE_PARALLEL;
     for (int i = 0; i < b->njobs; i++) {
         b->jobs[i].batch = b;
         b->jobs[i].index = i;

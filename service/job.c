@@ -229,7 +229,9 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
                          .int8_as_number = d->int8_as_number,
                          .max_rows = d->max_rows,
                          .reply_bytes = &b->reply_bytes,
-                         .max_reply_bytes = b->max_reply_bytes};
+                         .max_reply_bytes = b->max_reply_bytes,
+                         .read_only = d->read_only,
+                         .cancel_at_max_rows = d->read_only}; /* alone only (db/exec.h) */
     db_pipe_query qs[DB_PIPELINE_MAX];
 
     n = n < DB_PIPELINE_MAX ? n : DB_PIPELINE_MAX;

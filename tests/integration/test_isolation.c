@@ -105,6 +105,13 @@ static int rows_in_table(void)
     return count;
 }
 
+#define RO_SWITCH                                                                                   \
+    "{\"read_only\": true, \"queries\": ["                                                           \
+    "{\"sql\": \"SELECT set_config('transaction_read_only', 'off', true)\"},"                        \
+    "{\"sql\": \"INSERT INTO iso_t VALUES (10)\"},"                                                 \
+    "{\"sql\": \"SELECT set_config('default_transaction_read_only', 'off', false)\"},"              \
+    "{\"sql\": \"INSERT INTO iso_t VALUES (11)\"}]}"
+
 /* Every trick to write from a read-only batch, in both modes and across batches. */
 static void test_read_only_cannot_write(void **state)
 {
@@ -124,6 +131,9 @@ static void test_read_only_cannot_write(void **state)
         "{\"read_only\": true, \"queries\": [{\"sql\": \"CREATE TABLE iso_ddl (a int)\"}]}",
         "{\"read_only\": true, \"queries\": [{\"sql\": \"SELECT set_config('transaction_read_only', 'off', false)\"}]}",
         "{\"read_only\": true, \"queries\": [{\"sql\": \"WITH w AS (INSERT INTO iso_t VALUES (8) RETURNING a) SELECT * FROM w\"}]}",
+        /* Pipelined, once cached in one shared read-only transaction: switching it (or the next
+         * one's default) off between fanout's opener and a write. Four times, so it is cached. */
+        RO_SWITCH, RO_SWITCH, RO_SWITCH, RO_SWITCH,
     };
     for (size_t i = 0; i < sizeof(batches) / sizeof(batches[0]); i++) {
         json_t *doc = FX_BATCH(srv.port, batches[i]);

@@ -2,7 +2,7 @@
  * Pipelining: a batch's quick statements go to one connection in one round trip (libpq pipeline
  * mode), slow ones are spread over idle workers, one statement's failure stays its own, quick
  * reads share one read-only transaction (what a failure there leaves unrun, and a write it
- * refuses, go out again on their own), the session reset behind a pipeline keeps batches apart,
+ * refuses, go out again on their own), read-only batches pipeline too, the session reset behind a pipeline keeps batches apart,
  * a deadline inside a pipeline leaves the connection clean, and the prepared-statement cache is
  * reused, bounded and survives a client's DEALLOCATE ALL.
  */
@@ -340,6 +340,50 @@ static void test_a_select_that_writes_runs_alone(void **state)
     FX_CHECK(resent == N, "%s grew by %.0f over %d runs, want %d", RESENT, resent, RUNS, N);
 }
 
+/* A read-only batch is pipelined too: its queries share one read-only transaction, and a
+ * statement that writes gets 25006 as its answer (not sent again, nothing written). */
+static void test_read_only_batch_pipelines(void **state)
+{
+    enum { N = 6 };
+    char body[2048];
+    size_t len = 0;
+    (void)state;
+
+    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_ro; CREATE TABLE it_pipe_ro (v int); "
+                                "GRANT ALL ON it_pipe_ro TO PUBLIC; "
+                                "CREATE OR REPLACE FUNCTION it_pipe_ro_add(int) RETURNS int "
+                                "LANGUAGE sql VOLATILE AS 'INSERT INTO it_pipe_ro VALUES ($1); SELECT $1'"));
+    len += (size_t)snprintf(body + len, sizeof(body) - len, "{\"read_only\":true,\"queries\":[");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(body + len, sizeof(body) - len,
+                                "{\"sql\":\"SELECT $1::int AS n, transaction_timestamp()::text AS t, "
+                                "current_setting('transaction_read_only') AS ro\",\"params\":[\"%d\"]},", i);
+    snprintf(body + len, sizeof(body) - len,
+             "{\"sql\":\"SELECT it_pipe_ro_add($1::int) AS v\",\"params\":[\"7\"]}]}");
+    warm_up(one.port, body, 3);
+    double pipelined = fx_metric(one.port, PIPELINED), resent = fx_metric(one.port, RESENT);
+    json_t *doc = FX_BATCH(one.port, body);
+    FX_CHECK(fx_metric(one.port, PIPELINED) - pipelined == N + 1, "the read-only batch was not pipelined");
+    FX_CHECK(fx_metric(one.port, RESENT) - resent == 0, "a read-only batch's refused write was sent again");
+    const char *t0 = json_string_value(fx_at(doc, "results.0.rows.0.1"));
+    for (int i = 0; t0 && i < N; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "results.%d.rows.0.1", i);
+        const char *t = json_string_value(fx_at(doc, path));
+        FX_CHECK(cell(doc, i, 0) == i, "result %d holds n = %lld: out of order", i, cell(doc, i, 0));
+        FX_CHECK(t && strcmp(t, t0) == 0, "query %d's transaction began at %s, query 0's at %s", i,
+                 t ? t : "?", t0);
+        snprintf(path, sizeof(path), "results.%d.rows.0.2", i);
+        FX_EXPECT_STR(doc, path, "on");
+    }
+    FX_CHECK(t0 != NULL, "no transaction_timestamp in result 0");
+    FX_EXPECT_STR(doc, "results.6.error.code", "25006");
+    json_decref(doc);
+    char *n = fx_sql_value(true, "SELECT count(*) FROM it_pipe_ro", 0, NULL);
+    FX_CHECK(n && strcmp(n, "0") == 0, "a read-only batch wrote %s rows", n ? n : "?");
+    free(n);
+}
+
 /* One of fanout's prepared statements on the (only) connection, by text: how many. */
 static long long statements_for(int port, const char *text)
 {
@@ -420,6 +464,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_failure_in_a_shared_transaction_stays_its_own),
         cmocka_unit_test(test_reset_after_a_failed_shared_transaction),
         cmocka_unit_test(test_a_select_that_writes_runs_alone),
+        cmocka_unit_test(test_read_only_batch_pipelines),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
