@@ -311,15 +311,13 @@ static bool run_claimed(worker *w, svc_job **jobs, int n, db_conn **conn)
         }
         return reset; /* reset after the hand-back, so the reply does not wait for it */
     }
-    /* The reset rides behind quick statements (one round trip for all); a lone slow one hands
-     * its result back first and resets after, like a job run alone. */
-    bool behind = reset && (n > 1 || jobs[0]->quick);
-    if (!svc_job_run_pipeline(jobs, n, *conn, w->stats, behind, &reset_ok, w->pool->speed)) {
+    /* The reset rides behind, even of a lone slow statement: reset after the hand-back, the
+     * worker would still be busy when the client's next batch comes, which then queues its
+     * slow statements behind each other (64 x pg_sleep(0.01): p90 116 ms instead of 17). */
+    if (!svc_job_run_pipeline(jobs, n, *conn, w->stats, reset, &reset_ok, w->pool->speed)) {
         connection_lost(w, conn);
         return false;
     }
-    if (!behind)
-        return reset;
     return !reset_ok; /* a cancel meant for the batch may have landed in the reset: redo it */
 }
 
