@@ -420,6 +420,10 @@ db_status db_reader_conclude(db_reader *rd, const char *id)
     case PGRES_EMPTY_QUERY:
         db_result_error(rd->out, id, "empty_query", "the query is empty");
         break;
+    case PGRES_PIPELINE_ABORTED: /* db_exec_pipeline sends these again; should one stay */
+        db_result_error(rd->out, id, "not_run",
+                        "not run: a statement before it in its pipeline transaction failed");
+        break;
     case PGRES_COPY_IN:
     case PGRES_COPY_OUT:
     case PGRES_COPY_BOTH:

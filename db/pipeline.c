@@ -54,6 +54,7 @@ typedef struct pipe {
     sent sq[DB_PIPELINE_MAX];
     bool read_only;     /* every query in a read-only transaction (db_exec_opts.read_only) */
     bool may_cancel;    /* a lone read-only query: a cancel can only hit the reset behind it */
+    bool named_opener;  /* send the opener as fanout_read_only (else unnamed) */
     bool open;          /* a shared transaction is open: its sync has not gone out */
     int last_sent;      /* the query sent last, -1 for none */
 } pipe;
@@ -72,7 +73,7 @@ static bool close_shared(pipe *p)
 static bool send_opener(pipe *p, sent *sq)
 {
     sq->opens = true;
-    return db_conn_reset_prepared(p->c)
+    return p->named_opener
                ? PQsendQueryPrepared(p->pg, DB_READ_ONLY_STMT, 0, NULL, NULL, NULL, 0)
                : PQsendQueryParams(p->pg, DB_READ_ONLY_SQL, 0, NULL, NULL, NULL, NULL, 0);
 }
@@ -157,11 +158,19 @@ static bool read_query(pipe *p, int i)
         if (!db_read_sync(pg))
             return false;
     }
-    if (sq[i].opens) /* should it fail, the queries behind it come back aborted */
-        PQclear(db_read_command(pg));
+    if (sq[i].opens) { /* should it fail, the queries behind it come back aborted */
+        PGresult *res = db_read_command(pg);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            db_conn_set_reset_prepared(p->c, false); /* dropped? the reset goes unnamed, and
+                                                        its check prepares them all again */
+        PQclear(res);
+    }
     if (sq[i].parse) {
         PGresult *res = db_read_command(pg);
-        if (PQresultStatus(res) == PGRES_COMMAND_OK)
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_ABORTED) /* skipped: the query comes back aborted too */
+            db_stmts_forget(p->stmts, sq[i].name);
+        if (st == PGRES_COMMAND_OK || st == PGRES_PIPELINE_ABORTED)
             PQclear(res);
         else
             parse_error = res; /* the query's own error: a syntax error, say */
@@ -183,19 +192,19 @@ static bool read_query(pipe *p, int i)
     return PQstatus(pg) == CONNECTION_OK && (!sq[i].syncs || db_read_sync(pg));
 }
 
-/* Must query i go out again? Yes when its shared transaction failed before it ran, or when it
- * was refused as a write there (it would have run alone), unless the pipeline is read-only:
- * then the refusal is its answer. */
+/* Must query i go out again? Yes when the read-only transaction it was in (shared, or its own
+ * in a read-only pipeline) failed before it ran, or when it was refused as a write in a shared
+ * one (it would have run alone), unless the pipeline is read-only: then that is its answer. */
 static bool must_resend(pipe *p, int i)
 {
     const PGresult *last = p->rds[i].last;
     const char *code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
 
-    if (!p->sq[i].shared)
+    if (!p->sq[i].shared && !p->sq[i].opens)
         return false;
     if (PQresultStatus(last) == PGRES_PIPELINE_ABORTED)
         return true;
-    if (!p->read_only && PQresultStatus(last) == PGRES_FATAL_ERROR && code &&
+    if (p->sq[i].shared && !p->read_only && PQresultStatus(last) == PGRES_FATAL_ERROR && code &&
         strcmp(code, "25006") == 0) {
         db_stmts_mark_writes(p->stmts, p->sq[i].name); /* read_only_sql_transaction */
         return true;
@@ -224,12 +233,14 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
         broken = true;
         goto conclude;
     }
-    /* Round 1 sends every query; round 2 what a failed shared transaction left unrun, each
-     * with its own sync, so there is no round 3. The reset goes behind each round; it joins the
+    /* Round 1 sends every query; round 2 what a failed read-only transaction left unrun, each
+     * with its own sync (and unnamed opener), so there is no round 3. The reset goes behind each round; it joins the
      * shared transaction when one is open (it works read-only too). When that transaction
      * failed, so did the reset: DB_SQL_ERROR, and the worker resets the connection again. */
     for (int round = 1; !broken && (round == 1 || ntodo > 0); round++) {
         bool share = round == 1 && (p->read_only || db_conn_reset_prepared(c));
+        /* round 2 sends what a failed opener may have left: then it may be the one missing */
+        p->named_opener = round == 1 && db_conn_reset_prepared(c);
         double t0 = db_now_ms();
         int nsent = 0;
 

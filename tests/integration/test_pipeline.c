@@ -340,6 +340,69 @@ static void test_a_select_that_writes_runs_alone(void **state)
     FX_CHECK(resent == N, "%s grew by %.0f over %d runs, want %d", RESENT, resent, RUNS, N);
 }
 
+/* A query that drops fanout's opener (a function's DEALLOCATE) makes the pipeline's next
+ * read-only transaction fail at its opener: the queries in it go out again, their rows come
+ * back, and the next batch finds fanout's statements prepared again. Read-write (the queries
+ * behind an INSERT share a new transaction) and read-only (a statement new to the connection
+ * gets a transaction of its own, also opened by fanout). */
+static void test_dropped_opener(void **state)
+{
+    static const char rw[] =
+        "{\"queries\":["
+        "{\"sql\":\"SELECT it_pipe_drop_opener($1::int) AS d\",\"params\":[\"%d\"]},"
+        "{\"sql\":\"SELECT $1::int AS a\",\"params\":[\"1\"]},"
+        "{\"sql\":\"INSERT INTO it_pipe_o VALUES (1)\"},"
+        "{\"sql\":\"SELECT $1::int AS b\",\"params\":[\"2\"]},"
+        "{\"sql\":\"SELECT $1::int AS c\",\"params\":[\"3\"]}]}";
+    static const char ro[] =
+        "{\"read_only\":true,\"queries\":["
+        "{\"sql\":\"SELECT it_pipe_drop_opener($1::int) AS d\",\"params\":[\"%d\"]},"
+        "{\"sql\":\"SELECT $1::int AS fresh /* %d */\",\"params\":[\"2\"]},"
+        "{\"sql\":\"SELECT $1::int AS a\",\"params\":[\"3\"]}]}";
+    char req[1024];
+    (void)state;
+
+    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_o; CREATE TABLE it_pipe_o (v int); "
+                                "GRANT ALL ON it_pipe_o TO PUBLIC; "
+                                "CREATE OR REPLACE FUNCTION it_pipe_drop_opener(int) RETURNS int "
+                                "LANGUAGE plpgsql AS $$ BEGIN IF $1 = 1 THEN "
+                                "EXECUTE 'DEALLOCATE fanout_read_only'; END IF; RETURN $1; END $$"));
+    for (int read_only = 0; read_only < 2; read_only++) {
+        const char *name = read_only ? "read-only" : "read-write";
+        int want_resent = 2; /* rw: b and c behind the INSERT; ro: fresh and a */
+        for (int warm = 0; warm < 3; warm++) {
+            if (read_only)
+                snprintf(req, sizeof(req), ro, 0, 100 + warm);
+            else
+                snprintf(req, sizeof(req), rw, 0);
+            json_decref(FX_BATCH(one.port, req));
+        }
+        for (int round = 0; round < 2; round++) {
+            int drop = round == 0; /* drop it, then see it back */
+            if (read_only)
+                snprintf(req, sizeof(req), ro, drop, 200 + round);
+            else
+                snprintf(req, sizeof(req), rw, drop);
+            double before = fx_metric(one.port, RESENT);
+            json_t *doc = FX_BATCH(one.port, req);
+            double resent = fx_metric(one.port, RESENT) - before;
+            FX_EXPECT_INT(doc, "results.0.rows.0.0", drop);
+            if (read_only) {
+                FX_EXPECT_INT(doc, "results.1.rows.0.0", 2);
+                FX_EXPECT_INT(doc, "results.2.rows.0.0", 3);
+            } else {
+                FX_EXPECT_INT(doc, "results.1.rows.0.0", 1);
+                FX_EXPECT_STR(doc, "results.2.command", "INSERT");
+                FX_EXPECT_INT(doc, "results.3.rows.0.0", 2);
+                FX_EXPECT_INT(doc, "results.4.rows.0.0", 3);
+            }
+            json_decref(doc);
+            FX_CHECK(resent == (drop ? want_resent : 0), "%s batch %d: %s grew by %.0f, want %d",
+                     name, round, RESENT, resent, drop ? want_resent : 0);
+        }
+    }
+}
+
 /* A read-only batch is pipelined too: its queries share one read-only transaction, and a
  * statement that writes gets 25006 as its answer (not sent again, nothing written). */
 static void test_read_only_batch_pipelines(void **state)
@@ -465,6 +528,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_reset_after_a_failed_shared_transaction),
         cmocka_unit_test(test_a_select_that_writes_runs_alone),
         cmocka_unit_test(test_read_only_batch_pipelines),
+        cmocka_unit_test(test_dropped_opener),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
