@@ -75,7 +75,8 @@ bool db_conn_reset(db_conn *c);
 /*
  * The reset's parts (db/session.c), for a pipeline that carries it behind its queries:
  * db_reset_prepare prepares its statements, and the read-only opener of db/pipeline.c, in one
- * round trip (false: not prepared; still usable unless out of pipeline mode failed); db_reset_send sends its statements and a sync (as the connection's named statements when
+ * round trip (false: not prepared; still usable unless out of pipeline mode failed);
+ * db_reset_send sends its statements and a sync (as the connection's named statements when
  * db_reset_prepare made them, else unnamed); db_reset_read reads that segment (false when a
  * statement failed) and hands over the last statement's result; once out of pipeline mode,
  * db_reset_finish reads it and, when a client made prepared statements of its own or dropped

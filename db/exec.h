@@ -75,8 +75,9 @@ typedef struct db_pipe_query {
     bool share;                /* it only reads and is quick (db_sql_reads, the caller's
                                   measure): it may share a read-only transaction */
     db_status status;          /* set by db_exec_pipeline */
-    bool resent;               /* set by db_exec_pipeline: it went out a second time, its
-                                  shared transaction having failed before it ran */
+    bool resent;               /* set by db_exec_pipeline: it went out a second time, the
+                                  read-only transaction it was in having failed before it ran
+                                  (or refused it as a write) */
     double elapsed_ms;         /* its own time: from the previous query's last result (the
                                   first: from the send) to its own last result */
 } db_pipe_query;
@@ -96,7 +97,8 @@ typedef struct db_pipe_query {
  * transaction's rollback undoes nothing the others did. The reset joins the shared transaction
  * that ends the pipeline, so a single quick read and its reset share one sync too. With
  * opts->read_only every query runs in a read-only transaction (shared whenever its statement is
- * prepared, else its own, opened the same way), and a 25006 is the query's answer.
+ * prepared, else its own, opened the same way; either kind failing sends its queries again), and
+ * a 25006 is the query's answer.
  *
  * At most DB_PIPELINE_MAX queries. No cancel is sent (in a pipeline it could hit the next
  * statement): rows past max_rows or the reply limit are read and dropped; except for a read-only

@@ -234,9 +234,10 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
         goto conclude;
     }
     /* Round 1 sends every query; round 2 what a failed read-only transaction left unrun, each
-     * with its own sync (and unnamed opener), so there is no round 3. The reset goes behind each round; it joins the
-     * shared transaction when one is open (it works read-only too). When that transaction
-     * failed, so did the reset: DB_SQL_ERROR, and the worker resets the connection again. */
+     * with its own sync (and an unnamed opener), so there is no round 3. The reset goes behind
+     * each round; it joins the shared transaction when one is open (it works read-only too).
+     * When that transaction failed, so did the reset: DB_SQL_ERROR, and the worker resets the
+     * connection again. */
     for (int round = 1; !broken && (round == 1 || ntodo > 0); round++) {
         bool share = round == 1 && (p->read_only || db_conn_reset_prepared(c));
         /* round 2 sends what a failed opener may have left: then it may be the one missing */

@@ -15,8 +15,9 @@
  * every time: they would throw away fanout's prepared statements (db_stmts) after every batch.
  * The statements go out together in one pipeline segment: one round trip, or none of its own
  * when a worker sends them right behind a batch's queries (db_exec_pipeline's `reset`), where
- * they may end the queries' shared read-only transaction (every one of them works read-only). They are
- * prepared once per connection (fanout_reset_N; about 15 % more 10-query batches a second than
+ * they may end the queries' shared read-only transaction (every one of them works read-only).
+ * They are prepared once per connection, in one round trip and with db/pipeline.c's read-only
+ * opener (fanout_reset_N, fanout_read_only; about 15 % more 10-query batches a second than
  * parsing them each time); should a client drop them (DEALLOCATE ALL), the reset runs once
  * unnamed and prepares them again.
  */
