@@ -212,14 +212,20 @@ static void drop_written(db_reader *rd)
     }
 }
 
-void db_reader_discard(db_reader *rd)
+/* Free the row set's columns and keys the reader holds (not rd->last). */
+static void free_columns(db_reader *rd)
 {
-    drop_written(rd);
     PQclear(rd->meta);
     rd->meta = NULL;
     free(rd->key_end);
     rd->key_end = NULL;
     db_buf_free(&rd->keys);
+}
+
+void db_reader_discard(db_reader *rd)
+{
+    drop_written(rd);
+    free_columns(rd);
     PQclear(rd->last);
     rd->last = NULL;
 }
@@ -439,11 +445,7 @@ db_status db_reader_conclude(db_reader *rd, const char *id)
         status = put_failure(rd, id, pg, last);
         break;
     }
-    PQclear(rd->meta);
-    rd->meta = NULL;
-    free(rd->key_end);
-    rd->key_end = NULL;
-    db_buf_free(&rd->keys);
+    free_columns(rd);
     return status;
 }
 

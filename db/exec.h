@@ -112,15 +112,19 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
                            const db_exec_opts *opts);
 
 /*
- * The statement may run in a pipeline: its first keyword (after blanks and comments) is SELECT,
- * WITH, VALUES, TABLE, INSERT, UPDATE or DELETE, none of which can open or end a transaction
- * block or start a COPY. A lexical test, conservative: anything else runs alone.
+ * What a statement's first keyword (after blanks and comments) says, one lexical pass:
+ *   DB_SQL_READ   SELECT, WITH, VALUES, TABLE: it only reads, as far as the keyword says (a
+ *                 function or a data-modifying WITH may still write; a read-only transaction
+ *                 catches those);
+ *   DB_SQL_WRITE  INSERT, UPDATE, DELETE;
+ *   DB_SQL_OTHER  anything else.
+ * READ and WRITE statements may run in a pipeline (db_sql_pipelinable): none of them can open or
+ * end a transaction block or start a COPY. Conservative: OTHER runs alone.
  */
-bool db_sql_pipelinable(const char *sql);
-
-/* The statement only reads, as far as its first keyword says: SELECT, WITH, VALUES or TABLE.
- * A function or a data-modifying WITH may still write; a read-only transaction catches those. */
-bool db_sql_reads(const char *sql);
+typedef enum db_sql_kind { DB_SQL_OTHER, DB_SQL_READ, DB_SQL_WRITE } db_sql_kind;
+db_sql_kind db_sql_classify(const char *sql);
+bool db_sql_pipelinable(const char *sql); /* classify != DB_SQL_OTHER */
+bool db_sql_reads(const char *sql);       /* classify == DB_SQL_READ */
 
 /* Append {"id":..,"error":{"code":code,"message":message}} (id only when not NULL). */
 void db_result_error(db_buf *out, const char *id, const char *code, const char *message);

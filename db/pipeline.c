@@ -198,12 +198,12 @@ static bool read_query(pipe *p, int i)
 static bool must_resend(pipe *p, int i)
 {
     const PGresult *last = p->rds[i].last;
-    const char *code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
 
     if (!p->sq[i].shared && !p->sq[i].opens)
         return false;
     if (PQresultStatus(last) == PGRES_PIPELINE_ABORTED)
         return true;
+    const char *code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
     if (p->sq[i].shared && !p->read_only && PQresultStatus(last) == PGRES_FATAL_ERROR && code &&
         strcmp(code, "25006") == 0) {
         db_stmts_mark_writes(p->stmts, p->sq[i].name); /* read_only_sql_transaction */

@@ -1,5 +1,5 @@
 /*
- * db_sql_pipelinable, db_sql_reads: a lexical look at a statement's first keyword. See exec.h.
+ * db_sql_classify: a lexical look at a statement's first keyword. See exec.h.
  */
 #include "db/exec.h"
 
@@ -33,31 +33,33 @@ static const char *skip_blank(const char *p)
     }
 }
 
-/* Whether sql's first keyword is one of words[0..n). */
-static bool first_word_in(const char *sql, const char *const *words, size_t n)
+db_sql_kind db_sql_classify(const char *sql)
 {
+    static const struct {
+        const char *word;
+        db_sql_kind kind;
+    } words[] = {{"SELECT", DB_SQL_READ},    {"WITH", DB_SQL_READ},     {"VALUES", DB_SQL_READ},
+                 {"TABLE", DB_SQL_READ},     {"INSERT", DB_SQL_WRITE},  {"UPDATE", DB_SQL_WRITE},
+                 {"DELETE", DB_SQL_WRITE}};
     const char *p = skip_blank(sql);
     size_t len = 0;
 
     while ((p[len] >= 'a' && p[len] <= 'z') || (p[len] >= 'A' && p[len] <= 'Z'))
         len++;
     if ((p[len] >= '0' && p[len] <= '9') || p[len] == '_' || p[len] == '$')
-        return false; /* a longer identifier, not a keyword */
-    for (size_t i = 0; i < n; i++)
-        if (strlen(words[i]) == len && strncasecmp(p, words[i], len) == 0)
-            return true;
-    return false;
+        return DB_SQL_OTHER; /* a longer identifier, not a keyword */
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strlen(words[i].word) == len && strncasecmp(p, words[i].word, len) == 0)
+            return words[i].kind;
+    return DB_SQL_OTHER;
 }
 
 bool db_sql_pipelinable(const char *sql)
 {
-    static const char *const words[] = {"SELECT", "WITH", "VALUES", "TABLE",
-                                        "INSERT", "UPDATE", "DELETE"};
-    return first_word_in(sql, words, sizeof(words) / sizeof(words[0]));
+    return db_sql_classify(sql) != DB_SQL_OTHER;
 }
 
 bool db_sql_reads(const char *sql)
 {
-    static const char *const words[] = {"SELECT", "WITH", "VALUES", "TABLE"};
-    return first_word_in(sql, words, sizeof(words) / sizeof(words[0]));
+    return db_sql_classify(sql) == DB_SQL_READ;
 }

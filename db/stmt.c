@@ -127,26 +127,27 @@ const char *db_stmts_add(db_stmts *s, const char *sql, uint64_t hash,
     return e->name;
 }
 
+/* The entry named name, -1 for none. */
+static int by_name(const db_stmts *s, const char *name)
+{
+    for (int i = 0; s && i < s->capacity; i++)
+        if (s->hashes[i] && strcmp(s->entries[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
 void db_stmts_forget(db_stmts *s, const char *name)
 {
-    if (!s)
-        return;
-    for (int i = 0; i < s->capacity; i++)
-        if (s->hashes[i] && strcmp(s->entries[i].name, name) == 0) {
-            drop(s, i);
-            return;
-        }
+    int i = by_name(s, name);
+    if (i >= 0)
+        drop(s, i);
 }
 
 void db_stmts_mark_writes(db_stmts *s, const char *name)
 {
-    if (!s)
-        return;
-    for (int i = 0; i < s->capacity; i++)
-        if (s->hashes[i] && strcmp(s->entries[i].name, name) == 0) {
-            s->entries[i].writes = true;
-            return;
-        }
+    int i = by_name(s, name);
+    if (i >= 0)
+        s->entries[i].writes = true;
 }
 
 size_t db_stmts_count(const db_stmts *s)

@@ -34,7 +34,9 @@ svc_batch *svc_batch_new(struct evhttp_request *req, http_batch_req *desc)
     for (int i = 0; i < b->njobs; i++) {
         b->jobs[i].batch = b;
         b->jobs[i].index = i;
-        b->jobs[i].pipelinable = parallel && db_sql_pipelinable(b->desc->queries[i].sql);
+        db_sql_kind kind = parallel ? db_sql_classify(b->desc->queries[i].sql) : DB_SQL_OTHER;
+        b->jobs[i].pipelinable = kind != DB_SQL_OTHER;
+        b->jobs[i].reads = kind == DB_SQL_READ;
         if (b->jobs[i].pipelinable)
             b->jobs[i].sql_hash = db_sql_hash(b->desc->queries[i].sql);
         atomic_init(&b->jobs[i].state, SVC_JOB_QUEUED);

@@ -52,7 +52,8 @@ typedef struct svc_job {
     svc_batch *batch;       /* the batch this job belongs to (not owned) */
     int index;              /* the query's index; in transaction mode 0, and the job runs them all */
     bool pipelinable;       /* may share a pipeline with the batch's other such jobs (parallel,
-                               not read-only, db_sql_pipelinable) */
+                               db_sql_pipelinable) */
+    bool reads;             /* pipelinable and only reads (db_sql_reads) */
     bool quick;             /* pipelinable and known to be quick (svc_speed), set at submit */
     uint64_t sql_hash;      /* db_sql_hash of its statement, when pipelinable: the key of
                                svc_speed and of the connection's statement cache */

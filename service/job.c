@@ -242,7 +242,7 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
                                 .params = (const char *const *)q->params,
                                 .out = &b->slots[jobs[i]->index],
                                 /* measured quick: sharing a transaction holds no lock long */
-                                .share = jobs[i]->quick && db_sql_reads(q->sql)};
+                                .share = jobs[i]->quick && jobs[i]->reads};
     }
     db_status st = db_exec_pipeline(conn, qs, n, reset, &opts);
     if (n > 1) {

@@ -204,21 +204,17 @@ static void warm_up(int port, const char *body, int warm)
         json_decref(FX_BATCH(port, body));
 }
 
-/* Quick reads of one pipeline share one transaction, read-only, and one sync; the next batch on
- * the connection is back to read-write. */
-static void test_quick_reads_share_a_read_only_transaction(void **state)
-{
-    enum { N = 8 };
-    char *body = repeat_batch("SELECT $1::int AS n, transaction_timestamp()::text AS t, "
-                              "current_setting('transaction_read_only') AS ro", N);
-    (void)state;
+/* Query i returns i, when its transaction began, and whether it is read-only. */
+#define RO_PROBE                                                                                   \
+    "SELECT $1::int AS n, transaction_timestamp()::text AS t, "                                    \
+    "current_setting('transaction_read_only') AS ro"
 
-    warm_up(one.port, body, 3);
-    json_t *doc = FX_BATCH(one.port, body);
-    FX_EXPECT_LEN(doc, "results", N);
+/* Results 0..n-1 of RO_PROBE came back in order, from one read-only transaction. */
+static void expect_one_read_only_transaction(json_t *doc, int n)
+{
     const char *t0 = json_string_value(fx_at(doc, "results.0.rows.0.1"));
     FX_CHECK(t0 != NULL, "no transaction_timestamp in result 0");
-    for (int i = 0; t0 && i < N; i++) {
+    for (int i = 0; t0 && i < n; i++) {
         char path[64];
         snprintf(path, sizeof(path), "results.%d.rows.0.1", i);
         const char *t = json_string_value(fx_at(doc, path));
@@ -228,6 +224,20 @@ static void test_quick_reads_share_a_read_only_transaction(void **state)
         snprintf(path, sizeof(path), "results.%d.rows.0.2", i);
         FX_EXPECT_STR(doc, path, "on");
     }
+}
+
+/* Quick reads of one pipeline share one transaction, read-only, and one sync; the next batch on
+ * the connection is back to read-write. */
+static void test_quick_reads_share_a_read_only_transaction(void **state)
+{
+    enum { N = 8 };
+    char *body = repeat_batch(RO_PROBE, N);
+    (void)state;
+
+    warm_up(one.port, body, 3);
+    json_t *doc = FX_BATCH(one.port, body);
+    FX_EXPECT_LEN(doc, "results", N);
+    expect_one_read_only_transaction(doc, N);
     json_decref(doc);
     free(body);
     doc = FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT current_setting('transaction_read_only')\"},"
@@ -419,8 +429,7 @@ static void test_read_only_batch_pipelines(void **state)
     len += (size_t)snprintf(body + len, sizeof(body) - len, "{\"read_only\":true,\"queries\":[");
     for (int i = 0; i < N; i++)
         len += (size_t)snprintf(body + len, sizeof(body) - len,
-                                "{\"sql\":\"SELECT $1::int AS n, transaction_timestamp()::text AS t, "
-                                "current_setting('transaction_read_only') AS ro\",\"params\":[\"%d\"]},", i);
+                                "{\"sql\":\"" RO_PROBE "\",\"params\":[\"%d\"]},", i);
     snprintf(body + len, sizeof(body) - len,
              "{\"sql\":\"SELECT it_pipe_ro_add($1::int) AS v\",\"params\":[\"7\"]}]}");
     warm_up(one.port, body, 3);
@@ -428,18 +437,7 @@ static void test_read_only_batch_pipelines(void **state)
     json_t *doc = FX_BATCH(one.port, body);
     FX_CHECK(fx_metric(one.port, PIPELINED) - pipelined == N + 1, "the read-only batch was not pipelined");
     FX_CHECK(fx_metric(one.port, RESENT) - resent == 0, "a read-only batch's refused write was sent again");
-    const char *t0 = json_string_value(fx_at(doc, "results.0.rows.0.1"));
-    for (int i = 0; t0 && i < N; i++) {
-        char path[64];
-        snprintf(path, sizeof(path), "results.%d.rows.0.1", i);
-        const char *t = json_string_value(fx_at(doc, path));
-        FX_CHECK(cell(doc, i, 0) == i, "result %d holds n = %lld: out of order", i, cell(doc, i, 0));
-        FX_CHECK(t && strcmp(t, t0) == 0, "query %d's transaction began at %s, query 0's at %s", i,
-                 t ? t : "?", t0);
-        snprintf(path, sizeof(path), "results.%d.rows.0.2", i);
-        FX_EXPECT_STR(doc, path, "on");
-    }
-    FX_CHECK(t0 != NULL, "no transaction_timestamp in result 0");
+    expect_one_read_only_transaction(doc, N);
     FX_EXPECT_STR(doc, "results.6.error.code", "25006");
     json_decref(doc);
     char *n = fx_sql_value(true, "SELECT count(*) FROM it_pipe_ro", 0, NULL);
