@@ -204,6 +204,21 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 }
 
 /* A conninfo libpq cannot parse is a configuration error, not something to retry forever. */
+/* evhttp turns a connection's read and write interest off and on around every request: six
+ * epoll_ctl calls per single-query batch, a tenth of fanout's CPU under load. With the
+ * changelist, libevent sends each fd's net change once per loop pass. Its one caveat, fds
+ * cloned with dup(), does not apply: the loop never watches a dup'd fd. */
+static struct event_base *new_base(void)
+{
+    struct event_config *cfg = event_config_new();
+    if (!cfg)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return base;
+}
+
 static bool check_database_setting(const cfg_settings *s, char *err, size_t errlen)
 {
     db_conn_params p = {.conninfo = s->database ? s->database : "", .timezone = s->timezone};
@@ -267,7 +282,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     /* Workers activate the loop's completion event from their own threads. */
-    if (evthread_use_pthreads() != 0 || !(a.base = event_base_new())) {
+    if (evthread_use_pthreads() != 0 || !(a.base = new_base())) {
         svc_log_error("cannot create the event loop");
         goto out;
     }
