@@ -48,6 +48,7 @@ typedef struct cfg_settings {
     int role_pool_size;       /* workers (and connections) of each per-role pool */
     int queue_size;           /* capacity of the job queue, in jobs */
     int pipeline_depth;       /* most queries of one batch a worker pipelines at once */
+    int quick_workers;        /* most workers on quick statements at once; 0: auto (pools.c) */
     int statement_cache_size; /* named prepared statements kept per connection (0: none) */
     long max_body_bytes;      /* largest request body accepted, bytes */
     int max_queries;          /* most queries in one batch */

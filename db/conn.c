@@ -4,6 +4,8 @@
  */
 #include "db/conn.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +162,46 @@ void db_conninfo_masked(const char *conninfo, char *out, size_t outlen)
                               secret ? "*****" : o->val);
     }
     PQconninfoFree(opts);
+}
+
+/* One comma-separated list of hosts (host or hostaddr): all on this host? */
+static bool hosts_local(const char *list)
+{
+    char one[256];
+    while (*list) {
+        size_t n = strcspn(list, ",");
+        snprintf(one, sizeof(one), "%.*s", (int)n, list);
+        struct in_addr a4;
+        struct in6_addr a6;
+        bool local = one[0] == '\0' || one[0] == '/' || one[0] == '@' ||
+                     strcmp(one, "localhost") == 0 ||
+                     (inet_pton(AF_INET, one, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
+                     (inet_pton(AF_INET6, one, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6));
+        if (!local)
+            return false;
+        list += n + (list[n] == ',');
+    }
+    return true;
+}
+
+bool db_conninfo_local(const char *conninfo)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo ? conninfo : "", NULL);
+    const char *host = NULL, *hostaddr = NULL;
+
+    if (!opts)
+        return false;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0 && o->val && *o->val)
+            host = o->val;
+        if (strcmp(o->keyword, "hostaddr") == 0 && o->val && *o->val)
+            hostaddr = o->val;
+    }
+    if (!host && !hostaddr)
+        host = getenv("PGHOST");
+    bool local = hosts_local(hostaddr ? hostaddr : host ? host : "");
+    PQconninfoFree(opts);
+    return local;
 }
 
 static size_t type_hash(Oid oid, size_t cap)

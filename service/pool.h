@@ -42,6 +42,7 @@ typedef struct svc_pool_opts {
     const char *role;        /* log in as this role (db_conn_params.user), or NULL; copied */
     bool on_demand;          /* started for a waiting batch: queue batches until a first
                                 connect attempt has failed, rather than refuse them */
+    int quick_workers;       /* most workers on quick statements at once; 0: no limit */
 } svc_pool_opts;
 
 /* Start the workers; they connect in the background. The settings must outlive the pool. NULL +

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "db/conn.h"
 #include "service/log.h"
 
 /* One role's pool. */
@@ -28,6 +31,18 @@ struct svc_pools {
     bool warned_pgpassword;       /* the PGPASSWORD warning was logged */
 };
 
+/* quick_workers, or when 0: this host's CPUs if the database shares them, else no limit. A
+ * limit of a pool's size or more is none. */
+static int quick_workers(const cfg_settings *s, int workers)
+{
+    int n = s->quick_workers;
+    if (n == 0 && db_conninfo_local(s->database)) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (int)cpus : 1;
+    }
+    return n < workers ? n : 0;
+}
+
 svc_pools *svc_pools_start(struct event_base *base, const cfg_settings *settings,
                            svc_metrics *metrics, svc_done_fn done, void *arg, char *err,
                            size_t errlen)
@@ -39,12 +54,16 @@ svc_pools *svc_pools_start(struct event_base *base, const cfg_settings *settings
     }
     *ps = (svc_pools){.base = base, .settings = settings, .metrics = metrics, .done = done,
                       .done_arg = arg};
-    svc_pool_opts opts = {.workers = settings->workers, .stats = svc_metrics_worker(metrics, 0)};
+    svc_pool_opts opts = {.workers = settings->workers, .stats = svc_metrics_worker(metrics, 0),
+                          .quick_workers = quick_workers(settings, settings->workers)};
     ps->main = svc_pool_start(base, settings, &opts, done, arg, err, errlen);
     if (!ps->main) {
         free(ps);
         return NULL;
     }
+    if (opts.quick_workers)
+        svc_log_info("quick statements run on at most %d of the %d workers at once "
+                     "(quick_workers)", opts.quick_workers, opts.workers);
     return ps;
 }
 
@@ -70,7 +89,8 @@ static role_pool *start_role(svc_pools *ps, const char *role)
     role_pool *rp = NULL;
     char err[256];
     int n = ps->settings->role_pool_size;
-    svc_pool_opts opts = {.workers = n, .role = role, .on_demand = true};
+    svc_pool_opts opts = {.workers = n, .role = role, .on_demand = true,
+                          .quick_workers = quick_workers(ps->settings, n)};
 
     warn_pgpassword(ps);
     opts.stats = svc_metrics_role(ps->metrics, role, n);

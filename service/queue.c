@@ -22,9 +22,10 @@
 
 /* A consumer blocked in a pop; lives on that consumer's stack for the wait. */
 typedef struct waiter {
-    sem_t wake;          /* posted once when it is taken off the idle stack */
-    bool woken;          /* taken off the stack (under the queue's lock) */
-    struct waiter *next; /* next on the idle stack */
+    sem_t wake;            /* posted once when it is taken off the idle stack */
+    bool woken;            /* taken off the stack (under the queue's lock) */
+    svc_queue_slot *slot;  /* the consumer's, or NULL: held for it when woken for limited items */
+    struct waiter *next;   /* next on the idle stack */
 } waiter;
 
 struct svc_queue {
@@ -37,6 +38,10 @@ struct svc_queue {
     size_t idle;             /* how many */
     size_t woken;            /* consumers woken by a push that have not taken the lock since */
     bool closed;             /* no more pushes; consumers drain and leave */
+    size_t limit;            /* most fresh slots held at once; 0: no limit (svc_queue_limit) */
+    long long stale_ns;      /* a slot held longer no longer counts */
+    bool (*limited)(const void *item);
+    svc_queue_slot *held;    /* slots held, any order */
 };
 
 svc_queue *svc_queue_new(size_t capacity)
@@ -63,6 +68,61 @@ void svc_queue_free(svc_queue *q)
     free(q);
 }
 
+static long long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+void svc_queue_limit(svc_queue *q, size_t limit, int stale_ms, bool (*limited)(const void *item))
+{
+    pthread_mutex_lock(&q->lock);
+    q->limit = limited ? limit : 0;
+    q->stale_ns = (long long)stale_ms * 1000000LL;
+    q->limited = limited;
+    pthread_mutex_unlock(&q->lock);
+}
+
+static void hold(svc_queue *q, svc_queue_slot *s, long long now)
+{
+    s->since_ns = now;
+    if (s->held)
+        return;
+    s->held = true;
+    s->next = q->held;
+    q->held = s;
+}
+
+static void unhold(svc_queue *q, svc_queue_slot *s)
+{
+    if (!s || !s->held)
+        return;
+    svc_queue_slot **p = &q->held;
+    while (*p != s)
+        p = &(*p)->next;
+    *p = s->next;
+    s->held = false;
+}
+
+/* How many more consumers may take limited items now (lock held): the limit less the slots
+ * held and not yet stale. */
+static size_t room(const svc_queue *q, long long now)
+{
+    size_t fresh = 0;
+    for (const svc_queue_slot *s = q->held; s; s = s->next)
+        fresh += now - s->since_ns < q->stale_ns;
+    return fresh < q->limit ? q->limit - fresh : 0;
+}
+
+/* Must this consumer leave the limited item at the front to the slots' holders (lock held)?
+ * Unless it was woken for it (its slot is held): the limit has no room. */
+static bool held_back(svc_queue *q, const svc_queue_slot *slot)
+{
+    return slot && !slot->held && q->limit > 0 && q->len > 0 && q->limited(q->ring[q->head]) &&
+           room(q, now_ns()) == 0;
+}
+
 /* Take the oldest item; lock held, len > 0. */
 static void *take(svc_queue *q)
 {
@@ -73,13 +133,15 @@ static void *take(svc_queue *q)
 }
 
 /* Wake up to n idle consumers (lock held); the posts happen after the unlock, so the stack
- * is cut here and returned. */
-static waiter *pick_idle(svc_queue *q, size_t n)
+ * is cut here and returned. Woken for limited items, each holds a slot from now. */
+static waiter *pick_idle(svc_queue *q, size_t n, bool limited, long long now)
 {
     waiter *first = q->idle_top, *last = NULL;
     for (size_t i = 0; i < n && q->idle_top; i++) {
         last = q->idle_top;
         last->woken = true;
+        if (limited && last->slot)
+            hold(q, last->slot, now);
         q->idle_top = last->next;
         q->idle--;
         q->woken++;
@@ -110,11 +172,42 @@ bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n, size_t
         q->len += n;
         ok = true;
         /* a busy consumer looks at the queue before it blocks */
-        wake = pick_idle(q, wake_max < n ? wake_max : n);
+        size_t want = wake_max < n ? wake_max : n;
+        bool limited = q->limit > 0;
+        for (size_t i = 0; limited && i < n; i++)
+            limited = q->limited((char *)first + i * size);
+        long long now = limited ? now_ns() : 0;
+        if (limited && want > room(q, now))
+            want = room(q, now); /* the holders come back for the rest */
+        wake = pick_idle(q, want, limited, now);
     }
     pthread_mutex_unlock(&q->lock);
     post_all(wake);
     return ok;
+}
+
+bool svc_queue_waiting_limited(svc_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    bool waiting = q->limit > 0 && q->len > q->woken && q->limited(q->ring[q->head]);
+    pthread_mutex_unlock(&q->lock);
+    return waiting;
+}
+
+bool svc_queue_kick(svc_queue *q)
+{
+    waiter *wake = NULL;
+    bool waiting = false;
+    pthread_mutex_lock(&q->lock);
+    if (q->limit > 0 && q->len > q->woken && q->limited(q->ring[q->head])) {
+        long long now = now_ns();
+        size_t want = q->len - q->woken, r = room(q, now);
+        wake = pick_idle(q, want < r ? want : r, true, now);
+        waiting = true;
+    }
+    pthread_mutex_unlock(&q->lock);
+    post_all(wake);
+    return waiting;
 }
 
 /*
@@ -122,12 +215,17 @@ bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n, size_t
  * that times out just as a push picked it still owes that post a wait, or its semaphore
  * would be destroyed with a post in flight.
  */
-static void wait_idle(svc_queue *q, const struct timespec *until)
+static void wait_idle(svc_queue *q, const struct timespec *until, svc_queue_slot *slot)
 {
-    waiter w = {.woken = false};
+    waiter w = {.woken = false, .slot = slot};
     sem_init(&w.wake, 0, 0);
-    w.next = q->idle_top;
-    q->idle_top = &w;
+    /* After an idle tick, back at the bottom: the stack stays most recently busy first, so the
+     * next wake-up goes to a worker whose thread and backend are still warm. */
+    waiter **at = &q->idle_top;
+    while (slot && slot->ticked && *at)
+        at = &(*at)->next;
+    w.next = *at;
+    *at = &w;
     q->idle++;
     pthread_mutex_unlock(&q->lock);
     int rc;
@@ -137,6 +235,8 @@ static void wait_idle(svc_queue *q, const struct timespec *until)
     pthread_mutex_lock(&q->lock);
     if (w.woken)
         q->woken--;
+    if (slot)
+        slot->ticked = !w.woken;
     if (!w.woken) { /* timed out: still on the stack */
         waiter **p = &q->idle_top;
         while (*p != &w)
@@ -153,24 +253,37 @@ static void wait_idle(svc_queue *q, const struct timespec *until)
 }
 
 size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **items, size_t max,
-                         svc_queue_join (*joins)(const void *first, const void *next))
+                         svc_queue_join (*joins)(const void *first, const void *next),
+                         svc_queue_slot *slot)
 {
     struct timespec until = svc_clock_deadline(timeout_ms);
     size_t n = 0;
 
     pthread_mutex_lock(&q->lock);
-    if (q->len == 0 && !q->closed && timeout_ms > 0)
-        wait_idle(q, &until); /* once: a wake-up with nothing left is an idle tick too */
-    if (q->len > 0) {
+    unhold(q, slot); /* its last run is over; a push may hold it again while it waits */
+    if ((q->len == 0 || held_back(q, slot)) && !q->closed && timeout_ms > 0)
+        wait_idle(q, &until, slot); /* once: a wake-up with nothing left is an idle tick too */
+    if (q->len > 0 && !held_back(q, slot)) {
         items[n++] = take(q);
+        /* Consumers that would take what is left: idle or woken, and for limited items no
+         * more than the limit leaves room for. */
+        size_t spare = q->idle + q->woken;
+        if (q->limit > 0 && q->limited(items[0])) {
+            size_t r = room(q, now_ns());
+            spare = r < spare ? r : spare;
+        }
         while (n < max && q->len > 0 && joins) {
             svc_queue_join j = joins(items[0], q->ring[q->head]);
-            /* IF_SPARE: only items that no consumer blocked or already woken will take */
-            if (j == SVC_JOIN_NO || (j == SVC_JOIN_IF_SPARE && q->len <= q->idle + q->woken))
+            /* IF_SPARE: only items that no spare consumer would take */
+            if (j == SVC_JOIN_NO || (j == SVC_JOIN_IF_SPARE && q->len <= spare))
                 break;
             items[n++] = take(q);
         }
     }
+    if (slot && n > 0 && q->limit > 0 && q->limited(items[0]))
+        hold(q, slot, now_ns()); /* (again, or still: woken for it) */
+    else
+        unhold(q, slot);
     *closed = n == 0 && q->closed;
     pthread_mutex_unlock(&q->lock);
     return n;
@@ -179,7 +292,7 @@ size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **item
 void *svc_queue_pop_timed(svc_queue *q, int timeout_ms, bool *closed)
 {
     void *item = NULL;
-    return svc_queue_pop_run(q, timeout_ms, closed, &item, 1, NULL) ? item : NULL;
+    return svc_queue_pop_run(q, timeout_ms, closed, &item, 1, NULL, NULL) ? item : NULL;
 }
 
 void *svc_queue_pop(svc_queue *q)
@@ -187,7 +300,7 @@ void *svc_queue_pop(svc_queue *q)
     void *item = NULL;
     pthread_mutex_lock(&q->lock);
     while (q->len == 0 && !q->closed)
-        wait_idle(q, NULL);
+        wait_idle(q, NULL, NULL);
     if (q->len > 0)
         item = take(q);
     pthread_mutex_unlock(&q->lock);
@@ -198,7 +311,7 @@ void svc_queue_close(svc_queue *q)
 {
     pthread_mutex_lock(&q->lock);
     q->closed = true;
-    waiter *wake = pick_idle(q, q->idle);
+    waiter *wake = pick_idle(q, q->idle, false, 0);
     pthread_mutex_unlock(&q->lock);
     post_all(wake);
 }

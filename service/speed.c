@@ -2,7 +2,8 @@
  * svc_speed: see speed.h. A slot packs a 40-bit tag (the hash's top bits, never 0 in a used slot)
  * and a 24-bit mean in microseconds (saturating near 16.8 s) into one _Atomic uint64_t, so a
  * reader sees either a whole old entry or a whole new one. The mean moves 1/8 of the way to each
- * new run: quick enough to follow a change, slow enough that one stall does not flip it.
+ * new run (a run far above the mean counts as at most 4 x it + 1 ms): quick enough to follow a
+ * change, slow enough that one stall does not flip it.
  */
 #include "service/speed.h"
 
@@ -49,6 +50,12 @@ void svc_speed_observe(svc_speed *t, uint64_t hash, uint64_t ns)
         us = MEAN_MAX;
     if (old >> MEAN_BITS == tag) {
         uint64_t prev = old & MEAN_MAX;
+        /* A run far above the mean counts as at most 4 x it + 1 ms: a scheduling stall of
+         * 100 ms on a 0.3 ms lookup would otherwise make it slow for the next 15 runs (and so
+         * not pipelined, not held back by quick_workers: more stalls); a statement that has
+         * really slowed down still passes 2 ms within a handful of runs. */
+        if (us > prev * 4 + 1000)
+            us = prev * 4 + 1000;
         mean = us >= prev ? prev + (us - prev) / 8 : prev - (prev - us) / 8;
     } else {
         mean = us; /* first run, or the slot was another statement's */

@@ -1,10 +1,12 @@
-/* Unit tests for db_conninfo_build: what fanout connects with, no server involved. */
+/* Unit tests for db_conninfo_build: what fanout connects with, no server involved; and
+ * db_conninfo_local, which decides quick_workers' default. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "db/conn.h"
@@ -142,6 +144,28 @@ static void test_bad_conninfo(void **state)
     assert_false(build(&b, "postgresql://[::1", "UTC", 0));
 }
 
+static void test_local_database(void **state)
+{
+    (void)state;
+    unsetenv("PGHOST");
+    assert_true(db_conninfo_local("dbname=x"));            /* libpq's default socket */
+    assert_true(db_conninfo_local("host=/var/run/postgresql dbname=x"));
+    assert_true(db_conninfo_local("host=localhost"));
+    assert_true(db_conninfo_local("host=127.0.0.1,127.0.0.2 port=5432,5433"));
+    assert_true(db_conninfo_local("postgresql://[::1]:5432/x"));
+    assert_true(db_conninfo_local("host=db.example.com hostaddr=127.0.0.1"));
+    assert_false(db_conninfo_local("host=db.example.com"));
+    assert_false(db_conninfo_local("host=localhost,10.0.0.5"));
+    assert_false(db_conninfo_local("postgresql://10.1.2.3/x"));
+    assert_false(db_conninfo_local("host=localhost hostaddr=192.168.1.4"));
+    assert_false(db_conninfo_local("host=128.0.0.1"));
+    assert_false(db_conninfo_local("not a conninfo = '"));
+    setenv("PGHOST", "db.example.com", 1);
+    assert_false(db_conninfo_local("dbname=x"));
+    assert_true(db_conninfo_local("host=/tmp dbname=x"));
+    unsetenv("PGHOST");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -151,6 +175,7 @@ int main(void)
         cmocka_unit_test(test_option_values_escaped),
         cmocka_unit_test(test_user_override),
         cmocka_unit_test(test_bad_conninfo),
+        cmocka_unit_test(test_local_database),
     };
     return cmocka_run_group_tests_name("conninfo", tests, NULL, NULL);
 }

@@ -70,11 +70,22 @@ static void test_speed_learns_and_forgets(void **state)
     assert_true(svc_speed_quick(t, quick));
     assert_false(svc_speed_quick(t, slow));
     /* One stall does not flip a quick statement; a lasting change does. */
-    svc_speed_observe(t, quick, 10000000); /* 10 ms: mean 0.1 + 9.9/8 = 1.34 ms */
+    svc_speed_observe(t, quick, 10000000); /* 10 ms, counted as 1.4: mean 0.26 ms */
     assert_true(svc_speed_quick(t, quick));
     for (int i = 0; i < 30; i++)
         svc_speed_observe(t, quick, 10000000);
     assert_false(svc_speed_quick(t, quick));
+    /* A stall of 100 ms counts as at most 4 x the mean + 1 ms: still quick after it, and
+     * after a second one (uncapped, one alone made the mean 12.6 ms). */
+    uint64_t lookup = db_sql_hash("SELECT 2");
+    svc_speed_observe(t, lookup, 300000); /* 0.3 ms */
+    svc_speed_observe(t, lookup, 100000000);
+    assert_true(svc_speed_quick(t, lookup));
+    svc_speed_observe(t, lookup, 100000000);
+    assert_true(svc_speed_quick(t, lookup));
+    for (int i = 0; i < 8; i++) /* slowed down for good: slow within a handful of runs */
+        svc_speed_observe(t, lookup, 100000000);
+    assert_false(svc_speed_quick(t, lookup));
     /* Longer than the mean can hold saturates rather than wraps round to quick. */
     uint64_t huge = db_sql_hash("SELECT pg_sleep(100)");
     svc_speed_observe(t, huge, 100ULL * 1000000000ULL);

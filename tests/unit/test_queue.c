@@ -1,4 +1,5 @@
-/* Unit tests for svc_queue: all-or-nothing pushes, FIFO order, close, and real threads. */
+/* Unit tests for svc_queue: all-or-nothing pushes, FIFO order, close, real threads, and the
+ * limit on consumers running limited items at once (quick_workers). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -8,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "service/queue.h"
 
@@ -86,12 +88,125 @@ static void test_threads_lose_nothing(void **state)
     svc_queue_free(q);
 }
 
+/* Odd values are limited items. */
+static bool odd_is_limited(const void *item)
+{
+    return *(const long *)item % 2 != 0;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+/* Limit 1: a second consumer leaves limited items to the one holding the slot, takes others,
+ * and takes limited ones too once that slot is given back or has gone stale. */
+static void test_limit_holds_back_a_second_consumer(void **state)
+{
+    (void)state;
+    static long items[] = {1, 3, 5, 7, 2, 9};
+    svc_queue *q = svc_queue_new(16);
+    svc_queue_slot a = {.held = false}, b = {.held = false};
+    void *got[4];
+    bool closed;
+
+    svc_queue_limit(q, 1, 200, odd_is_limited);
+    assert_true(svc_queue_push_all(q, items, sizeof(long), 4, SIZE_MAX)); /* 1 3 5 7 */
+    assert_true(svc_queue_waiting_limited(q));
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &a), 1);
+    assert_ptr_equal(got[0], &items[0]);
+    assert_true(a.held);
+    /* b may not: a holds the only slot */
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &b), 0);
+    assert_false(b.held);
+    /* a comes back for more: it gives its slot back and takes it again */
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &a), 1);
+    assert_ptr_equal(got[0], &items[1]);
+    /* a consumer without a slot (svc_queue_pop) is never held back */
+    assert_ptr_equal(svc_queue_pop(q), &items[2]);
+    /* once a's slot is stale, b may */
+    sleep_ms(300);
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &b), 1);
+    assert_ptr_equal(got[0], &items[3]);
+    assert_true(b.held);
+    assert_false(svc_queue_waiting_limited(q));
+    /* an item that is not limited goes to anyone; a limited one behind it waits for b */
+    assert_true(svc_queue_push_all(q, &items[4], sizeof(long), 2, SIZE_MAX)); /* 2 9 */
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &a), 1);
+    assert_ptr_equal(got[0], &items[4]);
+    assert_false(a.held);
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &a), 0);
+    assert_true(svc_queue_waiting_limited(q));
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &b), 1);
+    assert_ptr_equal(got[0], &items[5]);
+    /* b finds nothing: its slot is free, and a push would wake a consumer again */
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &b), 0);
+    assert_false(b.held);
+    svc_queue_free(q);
+}
+
+/* A consumer blocked in a pop is woken for limited items only while the limit has room, and
+ * holds the slot from then on; svc_queue_kick wakes one once the holder's slot is stale. */
+typedef struct blocked {
+    svc_queue *q;
+    svc_queue_slot slot;
+    atomic_int got; /* items taken */
+} blocked;
+
+static void *blocked_consumer(void *arg)
+{
+    blocked *c = arg;
+    void *item;
+    bool closed = false;
+    while (!closed)
+        if (svc_queue_pop_run(c->q, 5000, &closed, &item, 1, NULL, &c->slot))
+            atomic_fetch_add(&c->got, 1);
+    return NULL;
+}
+
+static void test_limit_wakes_only_with_room(void **state)
+{
+    (void)state;
+    static long items[] = {1, 3};
+    svc_queue *q = svc_queue_new(16);
+    svc_queue_slot mine = {.held = false};
+    blocked c = {.q = q};
+    pthread_t t;
+    void *got;
+    bool closed;
+
+    svc_queue_limit(q, 1, 200, odd_is_limited);
+    atomic_init(&c.got, 0);
+    assert_true(svc_queue_push_all(q, &items[0], sizeof(long), 1, SIZE_MAX));
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, &got, 1, NULL, &mine), 1); /* the slot */
+    assert_int_equal(pthread_create(&t, NULL, blocked_consumer, &c), 0);
+    sleep_ms(50); /* it blocks */
+    assert_true(svc_queue_push_all(q, &items[1], sizeof(long), 1, SIZE_MAX));
+    sleep_ms(100);
+    assert_int_equal(atomic_load(&c.got), 0); /* not woken: no room */
+    assert_true(svc_queue_kick(q));           /* mine is fresh: still none */
+    sleep_ms(50);
+    assert_int_equal(atomic_load(&c.got), 0);
+    sleep_ms(200); /* mine is stale now */
+    svc_queue_kick(q);
+    for (int i = 0; i < 200 && atomic_load(&c.got) == 0; i++)
+        sleep_ms(10);
+    assert_int_equal(atomic_load(&c.got), 1);
+    assert_false(svc_queue_kick(q)); /* nothing waits */
+    svc_queue_close(q);
+    pthread_join(t, NULL);
+    svc_queue_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fifo_and_all_or_nothing),
         cmocka_unit_test(test_close_drains_then_stops),
         cmocka_unit_test(test_threads_lose_nothing),
+        cmocka_unit_test(test_limit_holds_back_a_second_consumer),
+        cmocka_unit_test(test_limit_wakes_only_with_room),
     };
     return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
