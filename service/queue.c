@@ -8,7 +8,12 @@
  * one consumer may take; and no more wake-ups are sent than there is work for. (A condition
  * variable signalled once per item lost wake-ups here: glibc 2.36's pthread_cond_signal can fail
  * to wake a waiter, glibc bug 25847, which showed as 0.5 s stalls until the idle timeout.) Most
- * recently idle first: its cache is warm.
+ * recently idle first: its cache is warm (a consumer back from an idle tick waits at the bottom).
+ *
+ * The limit (svc_queue_limit): consumers running limited items hold a slot (svc_queue_slot, on
+ * the `held` list). A push of limited items wakes consumers only while fewer than `limit` slots
+ * are held and fresh; the woken hold theirs from the wake-up. A consumer that finds a limited
+ * item at the front and no room leaves it for the holders, who take it when they come back.
  */
 #include "service/queue.h"
 
@@ -116,11 +121,12 @@ static size_t room(const svc_queue *q, long long now)
 }
 
 /* Must this consumer leave the limited item at the front to the slots' holders (lock held)?
- * Unless it was woken for it (its slot is held): the limit has no room. */
+ * When the limit has no room, unless it was woken for it (its slot is held). Once the queue
+ * is closed everyone drains it: a consumer that finds nothing for it leaves. */
 static bool held_back(svc_queue *q, const svc_queue_slot *slot)
 {
-    return slot && !slot->held && q->limit > 0 && q->len > 0 && q->limited(q->ring[q->head]) &&
-           room(q, now_ns()) == 0;
+    return slot && !slot->held && q->limit > 0 && !q->closed && q->len > 0 &&
+           q->limited(q->ring[q->head]) && room(q, now_ns()) == 0;
 }
 
 /* Take the oldest item; lock held, len > 0. */
@@ -177,8 +183,9 @@ bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n, size_t
         for (size_t i = 0; limited && i < n; i++)
             limited = q->limited((char *)first + i * size);
         long long now = limited ? now_ns() : 0;
-        if (limited && want > room(q, now))
-            want = room(q, now); /* the holders come back for the rest */
+        size_t r = limited ? room(q, now) : want;
+        if (want > r)
+            want = r; /* the holders come back for the rest */
         wake = pick_idle(q, want, limited, now);
     }
     pthread_mutex_unlock(&q->lock);

@@ -1,7 +1,8 @@
 /*
  * svc_queue: the bounded job queue between the loop thread (producer) and the workers
- * (consumers). A ring of opaque pointers behind one mutex and one condition variable; the lock
- * is held only to move pointers, never across I/O.
+ * (consumers). A ring of opaque pointers behind one mutex, a semaphore per blocked consumer;
+ * the lock is held only to move pointers, never across I/O. It can hold limited items (quick
+ * jobs) to a few consumers at once (svc_queue_limit).
  *
  * Ownership: the queue never owns what it carries; a pointer popped belongs to the popper.
  */

@@ -143,6 +143,15 @@ static void test_limit_holds_back_a_second_consumer(void **state)
     /* b finds nothing: its slot is free, and a push would wake a consumer again */
     assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &b), 0);
     assert_false(b.held);
+    /* closed: everyone drains what is left, limit or not */
+    assert_true(svc_queue_push_all(q, items, sizeof(long), 2, SIZE_MAX)); /* 1 3 */
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &a), 1);
+    svc_queue_close(q);
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &b), 1);
+    assert_ptr_equal(got[0], &items[1]);
+    assert_false(closed);
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &b), 0);
+    assert_true(closed);
     svc_queue_free(q);
 }
 
