@@ -4,8 +4,6 @@
  */
 #include "db/conn.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,26 +163,20 @@ void db_conninfo_masked(const char *conninfo, char *out, size_t outlen)
 }
 
 /* One comma-separated list of hosts (host or hostaddr): all on this host? */
-static bool hosts_local(const char *list)
+static bool hosts_local(const char *list, bool (*is_loopback)(const char *host))
 {
     char one[256];
     while (*list) {
         size_t n = strcspn(list, ",");
         snprintf(one, sizeof(one), "%.*s", (int)n, list);
-        struct in_addr a4;
-        struct in6_addr a6;
-        bool local = one[0] == '\0' || one[0] == '/' || one[0] == '@' ||
-                     strcmp(one, "localhost") == 0 ||
-                     (inet_pton(AF_INET, one, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
-                     (inet_pton(AF_INET6, one, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6));
-        if (!local)
-            return false;
+        if (one[0] != '\0' && one[0] != '/' && one[0] != '@' && !is_loopback(one))
+            return false; /* not a socket directory (or an abstract one) nor loopback */
         list += n + (list[n] == ',');
     }
     return true;
 }
 
-bool db_conninfo_local(const char *conninfo)
+bool db_conninfo_local(const char *conninfo, bool (*is_loopback)(const char *host))
 {
     PQconninfoOption *opts = PQconninfoParse(conninfo ? conninfo : "", NULL);
     const char *host = NULL, *hostaddr = NULL;
@@ -199,7 +191,7 @@ bool db_conninfo_local(const char *conninfo)
     }
     if (!host && !hostaddr)
         host = getenv("PGHOST");
-    bool local = hosts_local(hostaddr ? hostaddr : host ? host : "");
+    bool local = hosts_local(hostaddr ? hostaddr : host ? host : "", is_loopback);
     PQconninfoFree(opts);
     return local;
 }

@@ -55,9 +55,10 @@ void db_conninfo_free(char **keywords, char **values);
  */
 void db_conninfo_masked(const char *conninfo, char *out, size_t outlen);
 
-/* Is every server conninfo names on this host (a unix socket, localhost, a loopback address;
- * no host at all means libpq's default socket, unless PGHOST says otherwise)? */
-bool db_conninfo_local(const char *conninfo);
+/* Is every server conninfo names on this host: a unix socket, or a name or address is_loopback
+ * accepts (http_auth_host_is_loopback)? No host at all means libpq's default socket, unless
+ * PGHOST says otherwise. */
+bool db_conninfo_local(const char *conninfo, bool (*is_loopback)(const char *host));
 
 /*
  * Connect (blocking: call it on a worker thread) and load the built-in type names. Returns NULL

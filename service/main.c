@@ -203,7 +203,6 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     http_server_set_auth_new(a->server, t);
 }
 
-/* A conninfo libpq cannot parse is a configuration error, not something to retry forever. */
 /* evhttp turns a connection's read and write interest off and on around every request: six
  * epoll_ctl calls per single-query batch, a tenth of fanout's CPU under load. With the
  * changelist, libevent sends each fd's net change once per loop pass. Its one caveat, fds
@@ -219,6 +218,7 @@ static struct event_base *new_base(void)
     return base;
 }
 
+/* A conninfo libpq cannot parse is a configuration error, not something to retry forever. */
 static bool check_database_setting(const cfg_settings *s, char *err, size_t errlen)
 {
     db_conn_params p = {.conninfo = s->database ? s->database : "", .timezone = s->timezone};

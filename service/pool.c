@@ -126,10 +126,8 @@ static bool job_is_quick(const void *item)
 
 static void arm_kick(svc_pool *p)
 {
-    if (p->kick_ev && !evtimer_pending(p->kick_ev, NULL)) {
-        struct timeval tv = {0, QUICK_STALE_MS * 1000};
-        evtimer_add(p->kick_ev, &tv);
-    }
+    struct timeval tv = {0, QUICK_STALE_MS * 1000};
+    evtimer_add(p->kick_ev, &tv);
 }
 
 /* Loop thread: quick jobs still wait; wake workers for them if the busy ones went stale. */
@@ -139,7 +137,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (svc_queue_kick(p->queue))
-        arm_kick(p);
+        arm_kick(p); /* not pending: it just fired */
 }
 
 /* Sleep ms unless the pool is stopping; returns false when it is. */
@@ -507,8 +505,10 @@ svc_submit_status svc_pool_submit(svc_pool *p, svc_batch *b)
     }
     if (!svc_queue_push_all(p->queue, b->jobs, sizeof(*b->jobs), (size_t)b->njobs, wake))
         return SVC_OVERLOADED;
-    if (p->kick_ev && svc_queue_waiting_limited(p->queue))
-        arm_kick(p); /* they wait for busy workers: should those go stale, wake others */
+    /* They wait for busy workers: should those go stale, wake others. A timer already set
+     * looks then anyway, so the queue's lock is taken only when none is. */
+    if (p->kick_ev && !evtimer_pending(p->kick_ev, NULL) && svc_queue_waiting_limited(p->queue))
+        arm_kick(p);
     return SVC_SUBMITTED;
 }
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "db/conn.h"
+#include "http/auth.h"
 #include "service/log.h"
 
 /* One role's pool. */
@@ -36,7 +37,7 @@ struct svc_pools {
 static int quick_workers(const cfg_settings *s, int workers)
 {
     int n = s->quick_workers;
-    if (n == 0 && db_conninfo_local(s->database)) {
+    if (n == 0 && db_conninfo_local(s->database, http_auth_host_is_loopback)) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus > 0 ? (int)cpus : 1;
     }

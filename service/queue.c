@@ -193,10 +193,16 @@ bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n, size_t
     return ok;
 }
 
+/* Limited items at the front with no consumer woken for them (lock held). */
+static bool limited_waiting(const svc_queue *q)
+{
+    return q->limit > 0 && q->len > q->woken && q->limited(q->ring[q->head]);
+}
+
 bool svc_queue_waiting_limited(svc_queue *q)
 {
     pthread_mutex_lock(&q->lock);
-    bool waiting = q->limit > 0 && q->len > q->woken && q->limited(q->ring[q->head]);
+    bool waiting = limited_waiting(q);
     pthread_mutex_unlock(&q->lock);
     return waiting;
 }
@@ -206,7 +212,7 @@ bool svc_queue_kick(svc_queue *q)
     waiter *wake = NULL;
     bool waiting = false;
     pthread_mutex_lock(&q->lock);
-    if (q->limit > 0 && q->len > q->woken && q->limited(q->ring[q->head])) {
+    if (limited_waiting(q)) {
         long long now = now_ns();
         size_t want = q->len - q->woken, r = room(q, now);
         wake = pick_idle(q, want < r ? want : r, true, now);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "db/conn.h"
+#include "http/auth.h"
 
 typedef struct built {
     char **kw, **val;
@@ -144,25 +145,30 @@ static void test_bad_conninfo(void **state)
     assert_false(build(&b, "postgresql://[::1", "UTC", 0));
 }
 
+static bool local(const char *conninfo)
+{
+    return db_conninfo_local(conninfo, http_auth_host_is_loopback);
+}
+
 static void test_local_database(void **state)
 {
     (void)state;
     unsetenv("PGHOST");
-    assert_true(db_conninfo_local("dbname=x"));            /* libpq's default socket */
-    assert_true(db_conninfo_local("host=/var/run/postgresql dbname=x"));
-    assert_true(db_conninfo_local("host=localhost"));
-    assert_true(db_conninfo_local("host=127.0.0.1,127.0.0.2 port=5432,5433"));
-    assert_true(db_conninfo_local("postgresql://[::1]:5432/x"));
-    assert_true(db_conninfo_local("host=db.example.com hostaddr=127.0.0.1"));
-    assert_false(db_conninfo_local("host=db.example.com"));
-    assert_false(db_conninfo_local("host=localhost,10.0.0.5"));
-    assert_false(db_conninfo_local("postgresql://10.1.2.3/x"));
-    assert_false(db_conninfo_local("host=localhost hostaddr=192.168.1.4"));
-    assert_false(db_conninfo_local("host=128.0.0.1"));
-    assert_false(db_conninfo_local("not a conninfo = '"));
+    assert_true(local("dbname=x"));            /* libpq's default socket */
+    assert_true(local("host=/var/run/postgresql dbname=x"));
+    assert_true(local("host=localhost"));
+    assert_true(local("host=127.0.0.1,127.0.0.2 port=5432,5433"));
+    assert_true(local("postgresql://[::1]:5432/x"));
+    assert_true(local("host=db.example.com hostaddr=127.0.0.1"));
+    assert_false(local("host=db.example.com"));
+    assert_false(local("host=localhost,10.0.0.5"));
+    assert_false(local("postgresql://10.1.2.3/x"));
+    assert_false(local("host=localhost hostaddr=192.168.1.4"));
+    assert_false(local("host=128.0.0.1"));
+    assert_false(local("not a conninfo = '"));
     setenv("PGHOST", "db.example.com", 1);
-    assert_false(db_conninfo_local("dbname=x"));
-    assert_true(db_conninfo_local("host=/tmp dbname=x"));
+    assert_false(local("dbname=x"));
+    assert_true(local("host=/tmp dbname=x"));
     unsetenv("PGHOST");
 }
 
