@@ -407,6 +407,22 @@ void db_reader_read(db_reader *rd, PGconn *pg)
 /* Turn what db_reader_read saw into the statement's result object, and free the db_reader except
  * rd->last (the caller clears it: another db_reader may point at it). The connection must be
  * idle (out of pipeline mode): a type name may cost a round trip. */
+static bool types_cached(const db_conn *c, const PGresult *res)
+{
+    for (int j = 0; j < PQnfields(res); j++)
+        if (!db_conn_type_cached(c, PQftype(res, j)))
+            return false;
+    return true;
+}
+
+bool db_reader_concludes_offline(const db_reader *rd)
+{
+    ExecStatusType st = PQresultStatus(rd->last);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+        return false; /* ending the copy reads from the server */
+    return (!rd->meta || types_cached(rd->c, rd->meta)) && types_cached(rd->c, rd->last);
+}
+
 db_status db_reader_conclude(db_reader *rd, const char *id)
 {
     PGconn *pg = db_conn_pg(rd->c);

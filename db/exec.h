@@ -104,12 +104,17 @@ typedef struct db_pipe_query {
  * statement): rows past max_rows or the reply limit are read and dropped; except for a read-only
  * pipeline of one query, where only the reset can follow it (its failure is DB_SQL_ERROR). Only for
  * statements that cannot change the transaction state or start a COPY (db_sql_pipelinable).
- * Each query's status and result object are set even on failure. Returns DB_CONN_LOST when the
- * connection broke or the pipeline lost its way (drop the connection), DB_SQL_ERROR when the
- * reset failed (the queries' results stand; reset again or drop it), else DB_OK.
+ * Each query's status and result object are set even on failure, and done(arg, i) (when not
+ * NULL) is called once for each query as soon as they are final: right after its results are read
+ * when it will not go out again and its column types are known to the connection, else at the end.
+ * A deadline that passes later then keeps the results that came back (SELECT 1 next to a
+ * pg_sleep). From that call on, qs[i] and its result object are the caller's. Returns
+ * DB_CONN_LOST when the connection broke or the pipeline lost its way (drop the connection),
+ * DB_SQL_ERROR when the reset failed (the queries' results stand; reset again or drop it), else
+ * DB_OK.
  */
 db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
-                           const db_exec_opts *opts);
+                           const db_exec_opts *opts, void (*done)(void *arg, int i), void *arg);
 
 /*
  * What a statement's first keyword (after blanks and comments) says, one lexical pass:

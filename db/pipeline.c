@@ -41,6 +41,8 @@ typedef struct sent {
     bool opens;                  /* the read-only opener went first: a shared transaction starts */
     bool shared;                 /* it runs in a shared read-only transaction */
     bool syncs;                  /* a sync follows it */
+    bool resend;                 /* it goes out again (must_resend) */
+    bool concluded;              /* its result object is final and handed over (conclude) */
 } sent;
 
 /* One db_exec_pipeline call. */
@@ -57,6 +59,8 @@ typedef struct pipe {
     bool named_opener;  /* send the opener as fanout_read_only (else unnamed) */
     bool open;          /* a shared transaction is open: its sync has not gone out */
     int last_sent;      /* the query sent last, -1 for none */
+    void (*done)(void *arg, int i); /* the caller's: query i is final */
+    void *done_arg;
 } pipe;
 
 /* End the open shared transaction with its sync. */
@@ -212,8 +216,24 @@ static bool must_resend(pipe *p, int i)
     return false;
 }
 
+/* Query i is over: write its result object and hand it to the caller. */
+static void conclude(pipe *p, int i)
+{
+    db_pipe_query *q = &p->qs[i];
+
+    if (p->sq[i].live) {
+        q->status = db_reader_conclude(&p->rds[i], q->id);
+    } else {
+        db_put_conn_lost(q->out, q->id, p->pg);
+        q->status = DB_CONN_LOST;
+    }
+    p->sq[i].concluded = true;
+    if (p->done)
+        p->done(p->done_arg, i);
+}
+
 db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
-                           const db_exec_opts *opts)
+                           const db_exec_opts *opts, void (*done)(void *arg, int i), void *arg)
 {
     pipe local, *p = &local;
     PGresult *check = NULL;
@@ -223,7 +243,8 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
     if (n > DB_PIPELINE_MAX)
         n = DB_PIPELINE_MAX; /* the caller's contract; never more readers than the array */
     local = (pipe){.c = c, .pg = db_conn_pg(c), .stmts = db_conn_stmts(c), .qs = qs,
-                   .opts = opts, .read_only = opts && opts->read_only, .last_sent = -1};
+                   .opts = opts, .read_only = opts && opts->read_only, .last_sent = -1,
+                   .done = done, .done_arg = arg};
     /* A failed reset is redone by the worker (DB_SQL_ERROR), so a cancel that lands in it loses
      * nothing; in front of another query it would fail that query. */
     local.may_cancel = local.read_only && n == 1;
@@ -271,6 +292,13 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
             if (broken) /* whatever is left was lost with the connection */
                 p->rds[i].ended = db_now_ms();
             qs[i].elapsed_ms = p->rds[i].ended - p->rds[i].started;
+            if (broken)
+                continue;
+            /* Final unless it goes out again: hand it over now, not after the whole pipeline
+             * and the reset (a deadline passing meanwhile would lose it). */
+            p->sq[i].resend = must_resend(p, i);
+            if (!p->sq[i].resend && db_reader_concludes_offline(&p->rds[i]))
+                conclude(p, i);
         }
         if (!broken && reset) {
             PQclear(check); /* a later round's reset is the one that counts */
@@ -280,7 +308,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
         int again = 0;
         for (int k = 0; !broken && k < nsent; k++) {
             int i = todo[k];
-            if (must_resend(p, i)) {
+            if (p->sq[i].resend) {
                 db_reader_discard(&p->rds[i]);
                 p->sq[i].live = false;
                 todo[again++] = i;
@@ -293,15 +321,10 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
     if (!broken && reset && reset_ok)
         reset_ok = db_reset_finish(c, check);
 conclude:
-    /* Out of pipeline mode now (unless broken): a result may look up a type name. */
-    for (int i = 0; i < n; i++) {
-        if (p->sq[i].live) {
-            qs[i].status = db_reader_conclude(&p->rds[i], qs[i].id);
-        } else {
-            db_put_conn_lost(qs[i].out, qs[i].id, p->pg);
-            qs[i].status = DB_CONN_LOST;
-        }
-    }
+    /* Out of pipeline mode now (unless broken): the rest may look up a type name. */
+    for (int i = 0; i < n; i++)
+        if (!p->sq[i].concluded)
+            conclude(p, i);
     for (int i = 0; i < n; i++)
         if (p->sq[i].live)
             PQclear(p->rds[i].last);

@@ -68,6 +68,10 @@ void db_reader_read(db_reader *rd, PGconn *pg);
 bool db_read_sync(PGconn *pg);
 PGresult *db_read_command(PGconn *pg);
 
+/* Whether db_reader_conclude can run with no word to the server (in pipeline mode): every column
+ * type is known to the connection. */
+bool db_reader_concludes_offline(const db_reader *rd);
+
 /* The statement's result object from what db_reader_read saw. Connection idle (out of pipeline
  * mode): a type name may cost a round trip. */
 db_status db_reader_conclude(db_reader *rd, const char *id);

@@ -109,8 +109,9 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats);
 
 /*
  * Worker side: run n claimed pipelinable jobs of one batch in one pipeline on the worker's
- * connection (db_exec_pipeline), the session reset behind them when reset, and publish each,
- * and each statement's duration to `speed`. *reset_ok says whether the reset succeeded.
+ * connection (db_exec_pipeline), the session reset behind them when reset, and publish each
+ * as soon as its result is final (a deadline then keeps it), and each statement's duration to
+ * `speed`. *reset_ok says whether the reset succeeded.
  * Returns false when the connection was found broken.
  */
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,

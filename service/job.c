@@ -220,6 +220,34 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
     return st != DB_CONN_LOST && db_conn_ok(conn);
 }
 
+/* One svc_job_run_pipeline call, for its done callback. */
+typedef struct pipe_ctx {
+    svc_job *const *jobs;
+    db_pipe_query *qs;
+    db_conn *conn;
+    svc_worker_stats *stats;
+    svc_speed *speed;
+} pipe_ctx;
+
+/* Query i of the pipeline is final (db_exec_pipeline): publish its job at once. */
+static void pipeline_done(void *arg, int i)
+{
+    pipe_ctx *x = arg;
+    svc_job *job = x->jobs[i];
+    const db_pipe_query *q = &x->qs[i];
+    run_ctx r = {.job = job, .b = job->batch, .d = job->batch->desc, .conn = x->conn,
+                 .stats = x->stats};
+    uint64_t ns = q->elapsed_ms > 0 ? (uint64_t)(q->elapsed_ms * 1e6) : 0;
+
+    svc_hist_observe(&x->stats->query_duration, ns);
+    if (q->resent)
+        svc_stat_inc(&x->stats->resent);
+    if (x->speed && q->status != DB_CONN_LOST)
+        svc_speed_observe(x->speed, job->sql_hash, ns);
+    count(&r, outcome_of(q->status));
+    finish(&r);
+}
+
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
                           bool reset, bool *reset_ok, svc_speed *speed)
 {
@@ -233,6 +261,7 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
                          .read_only = d->read_only,
                          .cancel_at_max_rows = d->read_only}; /* alone only (db/exec.h) */
     db_pipe_query qs[DB_PIPELINE_MAX];
+    pipe_ctx x = {.jobs = jobs, .qs = qs, .conn = conn, .stats = stats, .speed = speed};
 
     n = n < DB_PIPELINE_MAX ? n : DB_PIPELINE_MAX;
     for (int i = 0; i < n; i++) {
@@ -244,23 +273,12 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
                                 /* measured quick: sharing a transaction holds no lock long */
                                 .share = jobs[i]->quick && jobs[i]->reads};
     }
-    db_status st = db_exec_pipeline(conn, qs, n, reset, &opts);
+    db_status st = db_exec_pipeline(conn, qs, n, reset, &opts, pipeline_done, &x);
     if (n > 1) {
         svc_stat_inc(&stats->pipelines);
         svc_stat_add(&stats->pipelined, (uint64_t)n);
     }
     *reset_ok = st == DB_OK;
-    for (int i = 0; i < n; i++) {
-        run_ctx r = {.job = jobs[i], .b = b, .d = d, .conn = conn, .stats = stats};
-        uint64_t ns = qs[i].elapsed_ms > 0 ? (uint64_t)(qs[i].elapsed_ms * 1e6) : 0;
-        svc_hist_observe(&stats->query_duration, ns);
-        if (qs[i].resent)
-            svc_stat_inc(&stats->resent);
-        if (speed && qs[i].status != DB_CONN_LOST)
-            svc_speed_observe(speed, jobs[i]->sql_hash, ns);
-        count(&r, outcome_of(qs[i].status));
-        finish(&r);
-    }
     /* None of these statements can open a transaction block; should one be open anyway, it
      * must not reach the next batch, and the reset that ran inside it is undone too. */
     if (st != DB_CONN_LOST && db_conn_in_transaction(conn)) {

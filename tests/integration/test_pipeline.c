@@ -169,17 +169,20 @@ static void test_session_reset_behind_the_pipeline(void **state)
     json_decref(doc);
 }
 
-/* A deadline that lands inside a pipeline: the reply says timeout at the deadline, the server
- * stops the statements, and the connection serves the next batch clean. */
+/* A deadline that lands inside a pipeline: the statement that finished keeps its result, the
+ * reply says timeout for the others at the deadline, the server stops them, and the connection
+ * serves the next batch clean. */
 static void test_deadline_inside_a_pipeline(void **state)
 {
     (void)state;
     const char *body = "{\"timeout_ms\":300,\"queries\":["
                        "{\"sql\":\"SELECT set_config('search_path', 'pg_catalog', false)\"},"
                        "{\"sql\":\"SELECT pg_sleep(5)\"},{\"sql\":\"SELECT pg_sleep(5)\"}]}";
+    double pipelined = fx_metric(one.port, PIPELINED);
     double t0 = fx_now();
     json_t *doc = FX_BATCH(one.port, body);
     double took = fx_now() - t0;
+    FX_EXPECT_STR(doc, "results.0.rows.0.0", "pg_catalog");
     FX_EXPECT_STR(doc, "results.1.error.code", "timeout");
     FX_EXPECT_STR(doc, "results.2.error.code", "timeout");
     FX_CHECK(took < 2.0 * fx_scale(), "the timed-out batch took %.3f s", took);
@@ -193,6 +196,8 @@ static void test_deadline_inside_a_pipeline(void **state)
     FX_EXPECT_INT(doc, "results.1.rows.0.0", 7);
     FX_CHECK(took < 3.0 * fx_scale(), "the next batch took %.3f s: the sleeps were not cancelled", took);
     json_decref(doc);
+    /* One worker: the three went out together (and the next two). */
+    FX_CHECK(fx_metric(one.port, PIPELINED) - pipelined >= 3, "the timed-out batch was not one pipeline");
 }
 
 #define RESENT "fanout_pipeline_resent_total"
