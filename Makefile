@@ -96,7 +96,8 @@ asan: deps
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-here
 
 tsan: deps
-	@$(MAKE) --no-print-directory BUILD=build/tsan CC=clang CFLAGS="-O1 -g" SAN="-fsanitize=thread" test-here
+	@TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp $$TSAN_OPTIONS" \
+	  $(MAKE) --no-print-directory BUILD=build/tsan CC=clang CFLAGS="-O1 -g" SAN="-fsanitize=thread" test-here
 
 # Regenerate the README's settings table from the config module's table (a unit test checks it).
 readme: $(BUILD)/libfanout.a

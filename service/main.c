@@ -206,7 +206,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 /* evhttp turns a connection's read and write interest off and on around every request: six
  * epoll_ctl calls per single-query batch, a tenth of fanout's CPU under load. With the
  * changelist, libevent sends each fd's net change once per loop pass. Its one caveat, fds
- * cloned with dup(), does not apply: the loop never watches a dup'd fd. */
+ * cloned with dup(), does not apply: the loop never watches a dup'd fd. A closed fd's removal
+ * may reach epoll after another thread reused the number: ENOENT, ignored (tests/tsan.supp). */
 static struct event_base *new_base(void)
 {
     struct event_config *cfg = event_config_new();
