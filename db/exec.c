@@ -404,9 +404,6 @@ void db_reader_read(db_reader *rd, PGconn *pg)
     rd->ended = db_now_ms();
 }
 
-/* Turn what db_reader_read saw into the statement's result object, and free the db_reader except
- * rd->last (the caller clears it: another db_reader may point at it). The connection must be
- * idle (out of pipeline mode): a type name may cost a round trip. */
 static bool types_cached(const db_conn *c, const PGresult *res)
 {
     for (int j = 0; j < PQnfields(res); j++)
@@ -423,6 +420,9 @@ bool db_reader_concludes_offline(const db_reader *rd)
     return (!rd->meta || types_cached(rd->c, rd->meta)) && types_cached(rd->c, rd->last);
 }
 
+/* Turn what db_reader_read saw into the statement's result object, and free the db_reader except
+ * rd->last (the caller clears it: another db_reader may point at it). The connection must be
+ * idle (out of pipeline mode): a type name may cost a round trip. */
 db_status db_reader_conclude(db_reader *rd, const char *id)
 {
     PGconn *pg = db_conn_pg(rd->c);
