@@ -200,6 +200,28 @@ static void test_deadline_inside_a_pipeline(void **state)
     FX_CHECK(fx_metric(one.port, PIPELINED) - pipelined >= 3, "the timed-out batch was not one pipeline");
 }
 
+/* A column type new to the connection needs a lookup, which cannot go out in pipeline mode: that
+ * result is written after the pipeline; once known, at once. Both ways name the type. */
+static void test_new_column_type_in_a_pipeline(void **state)
+{
+    (void)state;
+    assert_true(fx_sql_ok(true, "DROP TYPE IF EXISTS it_pipe_mood; "
+                                "CREATE TYPE it_pipe_mood AS ENUM ('calm', 'busy')"));
+    const char *body = "{\"queries\":[{\"sql\":\"SELECT 'busy'::it_pipe_mood AS m\"},"
+                       "{\"sql\":\"SELECT 'calm'::it_pipe_mood AS m, 2 AS n\"}]}";
+    for (int run = 0; run < 2; run++) {
+        double pipelined = fx_metric(one.port, PIPELINED);
+        json_t *doc = FX_BATCH(one.port, body);
+        FX_EXPECT_STR(doc, "results.0.rows.0.0", "busy");
+        FX_EXPECT_STR(doc, "results.0.columns.0.type", "it_pipe_mood");
+        FX_EXPECT_STR(doc, "results.1.rows.0.0", "calm");
+        FX_EXPECT_STR(doc, "results.1.columns.0.type", "it_pipe_mood");
+        FX_EXPECT_INT(doc, "results.1.rows.0.1", 2);
+        json_decref(doc);
+        FX_CHECK(fx_metric(one.port, PIPELINED) - pipelined == 2, "run %d was not one pipeline", run);
+    }
+}
+
 #define RESENT "fanout_pipeline_resent_total"
 
 /* Run body `warm` times so fanout learns its statements are quick and caches them. */
@@ -534,6 +556,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_dropped_opener),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
+        cmocka_unit_test(test_new_column_type_in_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
         cmocka_unit_test(test_client_deallocate_all),
         cmocka_unit_test(test_clean_exit),
