@@ -78,11 +78,22 @@ bool svc_job_claim(svc_job *job, int worker, uint64_t run_seq)
                                                    memory_order_acq_rel, memory_order_acquire);
 }
 
+bool svc_job_committing(svc_job *job)
+{
+    int expected = SVC_JOB_RUNNING;
+    return atomic_compare_exchange_strong_explicit(&job->state, &expected, SVC_JOB_COMMITTING,
+                                                   memory_order_acq_rel, memory_order_acquire);
+}
+
 bool svc_job_finish(svc_job *job)
 {
     int expected = SVC_JOB_RUNNING;
     /* release: the slot writes happen before the loop thread sees DONE */
-    return atomic_compare_exchange_strong_explicit(&job->state, &expected, SVC_JOB_DONE,
+    if (atomic_compare_exchange_strong_explicit(&job->state, &expected, SVC_JOB_DONE,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return true;
+    return expected == SVC_JOB_COMMITTING &&
+           atomic_compare_exchange_strong_explicit(&job->state, &expected, SVC_JOB_DONE,
                                                    memory_order_acq_rel, memory_order_acquire);
 }
 
@@ -103,9 +114,13 @@ int svc_batch_abandon(svc_batch *b, void (*on_running)(svc_job *job, void *arg),
             lost += job_queries(b);
             continue;
         }
-        if (st == SVC_JOB_RUNNING &&
-            atomic_compare_exchange_strong_explicit(&job->state, &st, SVC_JOB_ABANDONED,
-                                                    memory_order_acq_rel, memory_order_acquire)) {
+        /* Running (the worker may move it on to COMMITTING meanwhile: then again). */
+        bool taken = false;
+        while (!taken && (st == SVC_JOB_RUNNING || st == SVC_JOB_COMMITTING))
+            taken = atomic_compare_exchange_strong_explicit(&job->state, &st, SVC_JOB_ABANDONED,
+                                                            memory_order_acq_rel,
+                                                            memory_order_acquire);
+        if (taken) {
             lost += job_queries(b);
             if (on_running)
                 on_running(job, arg);

@@ -43,6 +43,8 @@ typedef struct svc_batch svc_batch;
 typedef enum svc_job_state {
     SVC_JOB_QUEUED = 0, /* waiting in the queue */
     SVC_JOB_RUNNING,    /* a worker claimed it and is running it */
+    SVC_JOB_COMMITTING, /* running, and its transaction's COMMIT has gone out: abandoned now,
+                           it may still commit */
     SVC_JOB_DONE,       /* its slots are final */
     SVC_JOB_ABANDONED   /* the loop thread gave up on it: a worker skips or discards it */
 } svc_job_state;
@@ -98,8 +100,11 @@ void svc_batch_free(svc_batch *b);
 
 /* Worker side: claim a popped job (QUEUED -> RUNNING); false when it was abandoned. */
 bool svc_job_claim(svc_job *job, int worker, uint64_t run_seq);
-/* Worker side: publish a finished job (RUNNING -> DONE); false when it was abandoned meanwhile
- * (its slots are then ignored). */
+/* Worker side: about to send a transaction's COMMIT (RUNNING -> COMMITTING); false when the job
+ * was abandoned (roll back instead). */
+bool svc_job_committing(svc_job *job);
+/* Worker side: publish a finished job (RUNNING or COMMITTING -> DONE); false when it was
+ * abandoned meanwhile (its slots are then ignored). */
 bool svc_job_finish(svc_job *job);
 
 /* Worker side: run one claimed job on the worker's connection, filling the job's slot(s), then

@@ -10,6 +10,7 @@
 #include "db/exec.h"
 #include "service/batch.h"
 #include "service/clock.h"
+#include "service/log.h"
 #include "service/speed.h"
 
 static const char *const isolation_sql[] = {
@@ -187,12 +188,17 @@ static db_status run_transaction(run_ctx *r)
             goto not_run;
         }
     }
-    if (abandoned(r)) {
+    bool committing = svc_job_committing(r->job);
+    if (!committing) { /* abandoned */
         st = DB_SQL_ERROR;
         goto not_run;
     }
     st = db_exec_command(r->conn, "COMMIT", &b->commit_error);
     b->committed = st == DB_OK;
+    /* Abandoned since it went COMMITTING: the deadline (or the client leaving) came during it. */
+    if (b->committed && committing && abandoned(r))
+        svc_log_warn("a transaction batch committed after its reply had said \"committed\": "
+                     "false: its deadline passed or its client left during COMMIT");
     if (!b->committed)
         atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
     goto out;

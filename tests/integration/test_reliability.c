@@ -145,23 +145,38 @@ static void test_deadline_in_transaction(void **state)
     free(n);
 }
 
+/* Lines of path that contain needle (0 when it cannot be read). */
+static int lines_with(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int n = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+#define COMMITTED_LATE "committed after its reply had said"
+
 /* A deadline that lands between two statements of a transaction (no statement running for the
- * cancel to stop: here while the worker encodes the first one's 100,000 rows) must still keep
- * it from committing. Deadlines at many points of the first two statements hit both cases. The
- * last statement sleeps past every deadline: one landing during COMMIT may let it commit (the
- * reply cannot know; docs/API.md says so), and that window is not what this test is about. */
+ * cancel to stop: here while the worker encodes the first one's 100,000 rows, or between the
+ * INSERT and COMMIT) must still keep it from committing. Deadlines at many points of the first
+ * statement hit both cases. One that lands during COMMIT may not stop it (the reply cannot know;
+ * docs/API.md says so): fanout then logs COMMITTED_LATE, and only that excuses a row. */
 static void test_timed_out_transaction_never_commits(void **state)
 {
     (void)state;
     assert_true(fx_sql_ok(false, "DROP TABLE IF EXISTS rel_marker; CREATE TABLE rel_marker (k int)"));
-    int timeouts = 0;
+    int timeouts = 0, committed_late = 0, logged_before = lines_with(srv.log, COMMITTED_LATE);
     for (int ms = 5; ms <= 80; ms += 5) {
         char body[512];
         snprintf(body, sizeof(body),
                  "{\"mode\": \"transaction\", \"timeout_ms\": %d, \"queries\": ["
                  "{\"sql\": \"SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 100000) g\"},"
-                 "{\"sql\": \"INSERT INTO rel_marker VALUES (%d)\"},"
-                 "{\"sql\": \"SELECT pg_sleep(0.5)\"}]}", ms, ms);
+                 "{\"sql\": \"INSERT INTO rel_marker VALUES (%d)\"}]}", ms, ms);
         json_t *doc = FX_BATCH(srv.port, body);
         json_t *committed = fx_at(doc, "committed");
         if (committed && json_is_false(committed)) {
@@ -172,14 +187,18 @@ static void test_timed_out_transaction_never_commits(void **state)
             snprintf(k, sizeof(k), "%d", ms);
             const char *p1[1] = {k};
             char *n = fx_sql_value(false, "SELECT count(*) FROM rel_marker WHERE k = $1::int", 1, p1);
-            FX_CHECK(n && strcmp(n, "0") == 0, "timeout_ms %d: reply says not committed, table says %s rows", ms,
-                     n ? n : "?");
+            FX_CHECK(n != NULL, "timeout_ms %d: cannot count the rows", ms);
+            committed_late += strcmp(n, "0") != 0;
             free(n);
         }
         json_decref(doc);
     }
-    print_message("timed-out transactions: %d of 16 deadlines landed, none committed\n", timeouts);
-    FX_CHECK(timeouts == 16, "only %d of 16 batches timed out before their 0.5 s sleep ended", timeouts);
+    int logged = lines_with(srv.log, COMMITTED_LATE) - logged_before;
+    print_message("timed-out transactions: %d of 16 deadlines landed, %d committed anyway, %d logged "
+                  "as during COMMIT\n", timeouts, committed_late, logged);
+    FX_CHECK(committed_late <= logged, "%d timed-out transactions committed, only %d during COMMIT",
+             committed_late, logged);
+    FX_CHECK(timeouts > 0, "no deadline landed: the test proves nothing");
 }
 
 /* A client that hangs up mid-batch: its query is cancelled on the server within a second. */
