@@ -23,6 +23,14 @@ static inline struct timespec svc_clock_deadline(int ms)
     return t;
 }
 
+/* Now on CLOCK_MONOTONIC, in nanoseconds. */
+static inline long long svc_clock_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 /* Nanoseconds elapsed since t0 (CLOCK_MONOTONIC); 0 if the clock seems to go back. */
 static inline uint64_t svc_clock_ns_since(const struct timespec *t0)
 {

@@ -188,15 +188,14 @@ static db_status run_transaction(run_ctx *r)
             goto not_run;
         }
     }
-    bool committing = svc_job_committing(r->job);
-    if (!committing) { /* abandoned */
+    if (!svc_job_committing(r->job)) { /* abandoned */
         st = DB_SQL_ERROR;
         goto not_run;
     }
     st = db_exec_command(r->conn, "COMMIT", &b->commit_error);
     b->committed = st == DB_OK;
     /* Abandoned since it went COMMITTING: the deadline (or the client leaving) came during it. */
-    if (b->committed && committing && abandoned(r))
+    if (b->committed && abandoned(r))
         svc_log_warn("a transaction batch committed after its reply had said \"committed\": "
                      "false: its deadline passed or its client left during COMMIT");
     if (!b->committed)

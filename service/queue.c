@@ -73,13 +73,6 @@ void svc_queue_free(svc_queue *q)
     free(q);
 }
 
-static long long now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
-}
-
 void svc_queue_limit(svc_queue *q, size_t limit, int stale_ms, bool (*limited)(const void *item))
 {
     pthread_mutex_lock(&q->lock);
@@ -126,7 +119,7 @@ static size_t room(const svc_queue *q, long long now)
 static bool held_back(svc_queue *q, const svc_queue_slot *slot)
 {
     return slot && !slot->held && q->limit > 0 && !q->closed && q->len > 0 &&
-           q->limited(q->ring[q->head]) && room(q, now_ns()) == 0;
+           q->limited(q->ring[q->head]) && room(q, svc_clock_now_ns()) == 0;
 }
 
 /* Take the oldest item; lock held, len > 0. */
@@ -182,7 +175,7 @@ bool svc_queue_push_all(svc_queue *q, void *first, size_t size, size_t n, size_t
         bool limited = q->limit > 0;
         for (size_t i = 0; limited && i < n; i++)
             limited = q->limited((char *)first + i * size);
-        long long now = limited ? now_ns() : 0;
+        long long now = limited ? svc_clock_now_ns() : 0;
         size_t r = limited ? room(q, now) : want;
         if (want > r)
             want = r; /* the holders come back for the rest */
@@ -213,7 +206,7 @@ bool svc_queue_kick(svc_queue *q)
     bool waiting = false;
     pthread_mutex_lock(&q->lock);
     if (limited_waiting(q)) {
-        long long now = now_ns();
+        long long now = svc_clock_now_ns();
         size_t want = q->len - q->woken, r = room(q, now);
         wake = pick_idle(q, want < r ? want : r, true, now);
         waiting = true;
@@ -282,7 +275,7 @@ size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **item
          * more than the limit leaves room for. */
         size_t spare = q->idle + q->woken;
         if (q->limit > 0 && q->limited(items[0])) {
-            size_t r = room(q, now_ns());
+            size_t r = room(q, svc_clock_now_ns());
             spare = r < spare ? r : spare;
         }
         while (n < max && q->len > 0 && joins) {
@@ -294,7 +287,7 @@ size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **item
         }
     }
     if (slot && n > 0 && q->limit > 0 && q->limited(items[0]))
-        hold(q, slot, now_ns()); /* (again, or still: woken for it) */
+        hold(q, slot, svc_clock_now_ns()); /* (again, or still: woken for it) */
     else
         unhold(q, slot);
     *closed = n == 0 && q->closed;

@@ -351,6 +351,19 @@ void fx_kill(fx_server *s)
     s->pid = -1;
 }
 
+int fx_log_count(const fx_server *s, const char *needle)
+{
+    FILE *f = fopen(s->log, "r");
+    char line[4096];
+    int n = 0;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
 bool fx_alive(fx_server *s)
 {
     int wstatus = 0;

@@ -66,6 +66,8 @@ bool fx_stop(fx_server *s) FX_MUSTCHECK;
 void fx_kill(fx_server *s);
 /* True while the process has not exited (reaps it when it has, printing how it ended). */
 bool fx_alive(fx_server *s);
+/* Lines of the server's log holding needle; -1 when the log cannot be read. */
+int fx_log_count(const fx_server *s, const char *needle);
 
 /* Run [wrapper...] FANOUT_BIN args... to completion (bounded) with a scrubbed environment.
  * *out and *err receive its stdout and stderr (caller frees). False on timeout or spawn failure. */

@@ -317,20 +317,6 @@ static pid_t start_stream(int port, int *stop_w, int *result_r)
     _exit(0);
 }
 
-/* Count of lines in the server log holding needle. */
-static int log_count(const char *needle)
-{
-    FILE *f = fopen(srv.log, "r");
-    char line[4096];
-    int n = 0;
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof(line), f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
-}
-
 /* SIGHUP, repeated while requests stream in and slow batches are in flight: the last file wins
  * (newbie in, reader out), the writer's requests never fail, the in-flight batches finish. */
 static void test_sighup_reload(void **state)
@@ -344,7 +330,7 @@ static void test_sighup_reload(void **state)
     (void)state;
 
     FX_CHECK(batch_status(srv.port, "Bearer " NEWBIE) == 401, "newbie accepted before the reload");
-    int reloads_before = log_count("SIGHUP: 2 tokens from");
+    int reloads_before = fx_log_count(&srv, "SIGHUP: 2 tokens from");
     pid_t child = start_stream(srv.port, &stop_w, &result_r);
     assert_true(child > 0);
     int n = snprintf(req, sizeof(req),
@@ -391,7 +377,7 @@ static void test_sighup_reload(void **state)
                   sent, failed);
     FX_CHECK(failed == 0, "%ld of %ld requests failed during the reloads", failed, sent);
     FX_CHECK(sent >= 10, "only %ld requests in the stream", sent);
-    FX_CHECK(log_count("SIGHUP: 2 tokens from") > reloads_before, "no reload in the log");
+    FX_CHECK(fx_log_count(&srv, "SIGHUP: 2 tokens from") > reloads_before, "no reload in the log");
 }
 
 /* A broken file on SIGHUP: logged with file:line, and the tokens in force stay. */
@@ -401,13 +387,13 @@ static void test_bad_reload_keeps_tokens(void **state)
     (void)state;
     FX_CHECK(batch_status(srv.port, "Bearer " NEWBIE) == 200, "newbie not in force");
     snprintf(want, sizeof(want), "SIGHUP: %s:2: duplicate token name", tokens_path);
-    int before = log_count(want);
+    int before = fx_log_count(&srv, want);
     assert_true(write_tokens("writer " WRITER_HASH " read_write\nwriter " READER_HASH " read_only\n"));
     assert_int_equal(kill(srv.pid, SIGHUP), 0);
     double t0 = fx_now();
-    while (log_count(want) <= before && fx_now() - t0 < 5.0 * fx_scale())
+    while (fx_log_count(&srv, want) <= before && fx_now() - t0 < 5.0 * fx_scale())
         fx_sleep_ms(20);
-    FX_CHECK(log_count(want) > before, "no log line \"%s\"", want);
+    FX_CHECK(fx_log_count(&srv, want) > before, "no log line \"%s\"", want);
     FX_CHECK(batch_status(srv.port, "Bearer " NEWBIE) == 200, "newbie lost after a bad reload");
     FX_CHECK(batch_status(srv.port, "Bearer " WRITER) == 200, "writer lost after a bad reload");
     FX_CHECK(batch_status(srv.port, "Bearer " READER) == 401, "reader back after a bad reload");
@@ -416,9 +402,9 @@ static void test_bad_reload_keeps_tokens(void **state)
     assert_int_equal(kill(srv.pid, SIGHUP), 0);
     snprintf(want, sizeof(want), "SIGHUP: %s: cannot open", tokens_path);
     t0 = fx_now();
-    while (log_count(want) < 1 && fx_now() - t0 < 5.0 * fx_scale())
+    while (fx_log_count(&srv, want) < 1 && fx_now() - t0 < 5.0 * fx_scale())
         fx_sleep_ms(20);
-    FX_CHECK(log_count(want) == 1, "no log line \"%s\"", want);
+    FX_CHECK(fx_log_count(&srv, want) == 1, "no log line \"%s\"", want);
     FX_CHECK(batch_status(srv.port, "Bearer " WRITER) == 200, "writer lost after a missing file");
     assert_true(write_tokens(TOKENS_A));
 }
@@ -485,7 +471,7 @@ static void test_log_has_no_secrets(void **state)
     static const char *const secrets[] = {READER, WRITER, NEWBIE, "nope"};
     (void)state;
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
-        FX_CHECK(log_count(secrets[i]) == 0, "the log holds the secret %s", secrets[i]);
+        FX_CHECK(fx_log_count(&srv, secrets[i]) == 0, "the log holds the secret %s", secrets[i]);
 }
 
 static void test_clean_exit(void **state)

@@ -145,20 +145,6 @@ static void test_deadline_in_transaction(void **state)
     free(n);
 }
 
-/* Lines of path that contain needle (0 when it cannot be read). */
-static int lines_with(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    char line[4096];
-    int n = 0;
-    if (!f)
-        return 0;
-    while (fgets(line, sizeof(line), f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
-}
-
 #define COMMITTED_LATE "committed after its reply had said"
 
 /* A deadline that lands between two statements of a transaction (no statement running for the
@@ -170,7 +156,7 @@ static void test_timed_out_transaction_never_commits(void **state)
 {
     (void)state;
     assert_true(fx_sql_ok(false, "DROP TABLE IF EXISTS rel_marker; CREATE TABLE rel_marker (k int)"));
-    int timeouts = 0, committed_late = 0, logged_before = lines_with(srv.log, COMMITTED_LATE);
+    int timeouts = 0, committed_late = 0, logged_before = fx_log_count(&srv, COMMITTED_LATE);
     for (int ms = 5; ms <= 80; ms += 5) {
         char body[512];
         snprintf(body, sizeof(body),
@@ -193,7 +179,7 @@ static void test_timed_out_transaction_never_commits(void **state)
         }
         json_decref(doc);
     }
-    int logged = lines_with(srv.log, COMMITTED_LATE) - logged_before;
+    int logged = fx_log_count(&srv, COMMITTED_LATE) - logged_before;
     print_message("timed-out transactions: %d of 16 deadlines landed, %d committed anyway, %d logged "
                   "as during COMMIT\n", timeouts, committed_late, logged);
     FX_CHECK(committed_late <= logged, "%d timed-out transactions committed, only %d during COMMIT",
