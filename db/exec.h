@@ -82,10 +82,17 @@ typedef struct db_pipe_query {
                                   first: from the send) to its own last result */
 } db_pipe_query;
 
+/* The queries of one batch in a pipeline: the next n of its queries, run with opts. */
+typedef struct db_pipe_part {
+    int n;
+    const db_exec_opts *opts;
+} db_pipe_part;
+
 /*
- * Send the queries, then (when reset) the session reset (db/session.c), and only then read the
- * results (libpq pipeline mode): the server sees them back to back, the worker waits once
- * instead of once a statement. A query runs as a named prepared statement from the connection's
+ * Send the queries, each part (one batch's queries, with its batch's opts) followed by the session
+ * reset (db/session.c) when reset, and only then read the results (libpq pipeline mode): the
+ * server sees them back to back, the worker waits once instead of once a statement, and several
+ * batches share a round trip and a wake-up while the reset still separates their sessions. A query runs as a named prepared statement from the connection's
  * cache (db_stmts: parsed and planned once per connection), unnamed when there is none.
  *
  * One failure leaves the others alone. Most queries get a sync of their own, so each runs in its
@@ -95,14 +102,15 @@ typedef struct db_pipe_query {
  * unrun; they go out again, each with its own sync, and so does a statement refused as a write
  * (SQLSTATE 25006: the cache remembers it and it never shares again). Read-only, the
  * transaction's rollback undoes nothing the others did. The reset joins the shared transaction
- * that ends the pipeline, so a single quick read and its reset share one sync too. With
+ * that ends its part, so a single quick read and its reset share one sync too; a reset that
+ * failed (its transaction did) sends the parts behind it again, after a reset. With
  * opts->read_only every query runs in a read-only transaction (shared whenever its statement is
  * prepared, else its own, opened the same way; either kind failing sends its queries again), and
  * a 25006 is the query's answer.
  *
- * At most DB_PIPELINE_MAX queries. No cancel is sent (in a pipeline it could hit the next
- * statement): rows past max_rows or the reply limit are read and dropped; except for a read-only
- * pipeline of one query, where only the reset can follow it (its failure is DB_SQL_ERROR). Only for
+ * At most DB_PIPELINE_MAX queries; parts NULL and nparts 0: the reset alone. No cancel is sent (in
+ * a pipeline it could hit the next statement): rows past max_rows or the reply limit are read and
+ * dropped; except for a read-only pipeline of one query, where only the reset can follow it (its failure is DB_SQL_ERROR). Only for
  * statements that cannot change the transaction state or start a COPY (db_sql_pipelinable).
  * Each query's status and result object are set even on failure, and done(arg, i) (when not
  * NULL) is called once for each query as soon as they are final: right after its results are read
@@ -113,8 +121,8 @@ typedef struct db_pipe_query {
  * DB_SQL_ERROR when the reset failed (the queries' results stand; reset again or drop it), else
  * DB_OK.
  */
-db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
-                           const db_exec_opts *opts, void (*done)(void *arg, int i), void *arg);
+db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *parts, int nparts,
+                           bool reset, void (*done)(void *arg, int i), void *arg);
 
 /*
  * What a statement's first keyword (after blanks and comments) says, one lexical pass:

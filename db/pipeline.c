@@ -51,10 +51,10 @@ typedef struct pipe {
     PGconn *pg;
     db_stmts *stmts;
     db_pipe_query *qs;
-    const db_exec_opts *opts;
+    const db_pipe_part *parts;
+    int part_of[DB_PIPELINE_MAX]; /* query i belongs to parts[part_of[i]] */
     db_reader rds[DB_PIPELINE_MAX];
     sent sq[DB_PIPELINE_MAX];
-    bool read_only;     /* every query in a read-only transaction (db_exec_opts.read_only) */
     bool may_cancel;    /* a lone read-only query: a cancel can only hit the reset behind it */
     bool named_opener;  /* send the opener as fanout_read_only (else unnamed) */
     bool open;          /* a shared transaction is open: its sync has not gone out */
@@ -62,6 +62,18 @@ typedef struct pipe {
     void (*done)(void *arg, int i); /* the caller's: query i is final */
     void *done_arg;
 } pipe;
+
+static const db_exec_opts *opts_of(const pipe *p, int i)
+{
+    return p->parts[p->part_of[i]].opts;
+}
+
+/* Query i runs in a read-only transaction (its batch's db_exec_opts.read_only). */
+static bool read_only(const pipe *p, int i)
+{
+    const db_exec_opts *o = opts_of(p, i);
+    return o && o->read_only;
+}
 
 /* End the open shared transaction with its sync. */
 static bool close_shared(pipe *p)
@@ -97,7 +109,7 @@ static bool send_query(pipe *p, int i, bool share, bool next_may_share)
     const char *name = db_stmts_find(p->stmts, q->sql, q->sql_hash, &writes);
 
     *sq = (sent){.live = true, .parsed_by = -1};
-    p->rds[i] = (db_reader){.c = p->c, .opts = p->opts, .out = q->out, .start = q->out->len,
+    p->rds[i] = (db_reader){.c = p->c, .opts = opts_of(p, i), .out = q->out, .start = q->out->len,
                             .keys = DB_BUF_INIT, .no_cancel = !p->may_cancel};
     if (name) {
         for (int j = i - 1; j >= 0 && sq->parsed_by < 0; j--)
@@ -105,7 +117,7 @@ static bool send_query(pipe *p, int i, bool share, bool next_may_share)
                 sq->parsed_by = j;
     }
     share = share && name && sq->parsed_by < 0 &&
-            (p->read_only || (!writes && (p->open || next_may_share)));
+            (read_only(p, i) || (!writes && (p->open || next_may_share)));
     if (!share && !close_shared(p))
         return false;
     p->last_sent = i;
@@ -131,7 +143,7 @@ static bool send_query(pipe *p, int i, bool share, bool next_may_share)
         if (name)
             sq->parse = true;
     }
-    if (p->read_only && !send_opener(p, sq))
+    if (read_only(p, i) && !send_opener(p, sq))
         return false;
     if (sq->parse) {
         sq->parsed_by = i;
@@ -208,7 +220,7 @@ static bool must_resend(pipe *p, int i)
     if (PQresultStatus(last) == PGRES_PIPELINE_ABORTED)
         return true;
     const char *code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
-    if (p->sq[i].shared && !p->read_only && PQresultStatus(last) == PGRES_FATAL_ERROR && code &&
+    if (p->sq[i].shared && !read_only(p, i) && PQresultStatus(last) == PGRES_FATAL_ERROR && code &&
         strcmp(code, "25006") == 0) {
         db_stmts_mark_writes(p->stmts, p->sq[i].name); /* read_only_sql_transaction */
         return true;
@@ -232,22 +244,28 @@ static void conclude(pipe *p, int i)
         p->done(p->done_arg, i);
 }
 
-db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
-                           const db_exec_opts *opts, void (*done)(void *arg, int i), void *arg)
+/* Does the k-th of the round's queries (todo) end its part: the last of its batch in the round? */
+static bool ends_part(const pipe *p, const int *todo, int ntodo, int k)
+{
+    return k + 1 == ntodo || p->part_of[todo[k + 1]] != p->part_of[todo[k]];
+}
+
+db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *parts, int nparts,
+                           bool reset, void (*done)(void *arg, int i), void *arg)
 {
     pipe local, *p = &local;
     PGresult *check = NULL;
     bool reset_ok = true, broken = false;
-    int todo[DB_PIPELINE_MAX], ntodo;
+    int todo[DB_PIPELINE_MAX], ntodo, n = 0;
 
-    if (n > DB_PIPELINE_MAX)
-        n = DB_PIPELINE_MAX; /* the caller's contract; never more readers than the array */
     local = (pipe){.c = c, .pg = db_conn_pg(c), .stmts = db_conn_stmts(c), .qs = qs,
-                   .opts = opts, .read_only = opts && opts->read_only, .last_sent = -1,
-                   .done = done, .done_arg = arg};
+                   .parts = parts, .last_sent = -1, .done = done, .done_arg = arg};
+    for (int k = 0; k < nparts; k++) /* at most DB_PIPELINE_MAX: never more readers */
+        for (int j = 0; j < parts[k].n && n < DB_PIPELINE_MAX; j++)
+            local.part_of[n++] = k;
     /* A failed reset is redone by the worker (DB_SQL_ERROR), so a cancel that lands in it loses
      * nothing; in front of another query it would fail that query. */
-    local.may_cancel = local.read_only && n == 1;
+    local.may_cancel = nparts == 1 && n == 1 && read_only(p, 0);
     for (ntodo = 0; ntodo < n; ntodo++)
         todo[ntodo] = ntodo;
     if (!PQenterPipelineMode(p->pg)) {
@@ -256,56 +274,73 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
     }
     /* Round 1 sends every query; round 2 what a failed read-only transaction left unrun, each
      * with its own sync (and an unnamed opener), so there is no round 3. The reset goes behind
-     * each round; it joins the shared transaction when one is open (it works read-only too).
-     * When that transaction failed, so did the reset: DB_SQL_ERROR, and the worker resets the
-     * connection again. */
+     * each part (each batch's queries) of a round; it joins the part's shared transaction when
+     * one is open (it works read-only too). When that transaction failed, so did the reset:
+     * the parts behind it ran on whatever it left (a session advisory lock, say), so their
+     * queries go out again in round 2, behind a reset of their own; and should the last reset
+     * have failed too, DB_SQL_ERROR: the worker resets the connection again. A reset alone
+     * (no parts) goes out at the front of round 1. */
+    bool reset_first = reset && n == 0;
     for (int round = 1; !broken && (round == 1 || ntodo > 0); round++) {
-        bool share = round == 1 && (p->read_only || db_conn_reset_prepared(c));
+        bool prepared = round == 1 && db_conn_reset_prepared(c);
         /* round 2 sends what a failed opener may have left: then it may be the one missing */
-        p->named_opener = round == 1 && db_conn_reset_prepared(c);
-        double t0 = db_now_ms();
+        p->named_opener = prepared;
+        double t0 = db_now_ms(), mark;
         int nsent = 0;
 
         p->last_sent = -1;
+        if (reset_first && !db_reset_send(c))
+            broken = true;
         for (; !broken && nsent < ntodo; nsent++) {
             int i = todo[nsent];
-            bool next = nsent + 1 < ntodo ? qs[todo[nsent + 1]].share : reset;
+            bool ends = ends_part(p, todo, ntodo, nsent);
+            bool next = ends ? reset : qs[todo[nsent + 1]].share;
+            bool share = round == 1 && (read_only(p, i) || (prepared && qs[i].share));
             if (round > 1)
                 qs[i].resent = true;
-            if (!send_query(p, i, share && (p->read_only || qs[i].share), next)) {
+            if (!send_query(p, i, share, next)) {
                 broken = true;
                 nsent++; /* part of it may have gone out: read it like the others */
+            } else if (ends) {
+                if (reset && p->open)
+                    p->open = false; /* the reset's own sync ends it: db_reset_read reads that */
+                if (!close_shared(p) || (reset && !db_reset_send(c)))
+                    broken = true;
             }
         }
-        if (!broken && reset && p->open)
-            p->open = false; /* the reset's own sync ends it: db_reset_read reads that */
-        if (!broken && !close_shared(p))
-            broken = true;
-        if (!broken && reset && !db_reset_send(c))
-            broken = true;
+        mark = t0;
+        if (!broken && reset_first) {
+            reset_ok = db_reset_read(c, &check);
+            reset_first = false;
+            mark = db_now_ms();
+        }
+        bool tainted = false; /* a reset failed ahead of the part being read */
         for (int k = 0; k < nsent; k++) {
             int i = todo[k];
-            /* A query's own time starts when the one before it ended (the first: at the send). */
-            p->rds[i].started = k ? p->rds[todo[k - 1]].ended : t0;
+            /* A query's own time starts when what went before it ended (the first: the send). */
+            p->rds[i].started = mark;
             if (!broken && !read_query(p, i))
                 broken = true;
             if (broken) /* whatever is left was lost with the connection */
                 p->rds[i].ended = db_now_ms();
+            mark = p->rds[i].ended;
             qs[i].elapsed_ms = p->rds[i].ended - p->rds[i].started;
             if (broken)
                 continue;
             /* Final unless it goes out again: hand it over now, not after the whole pipeline
              * and the reset (a deadline passing meanwhile would lose it). */
-            p->sq[i].resend = must_resend(p, i);
+            p->sq[i].resend = tainted || must_resend(p, i);
             if (!p->sq[i].resend && db_reader_concludes_offline(&p->rds[i]))
                 conclude(p, i);
+            if (reset && ends_part(p, todo, ntodo, k)) {
+                PQclear(check); /* the last reset read is the one that counts */
+                check = NULL;
+                reset_ok = db_reset_read(c, &check);
+                tainted = tainted || !reset_ok;
+                mark = db_now_ms();
+            }
         }
-        if (!broken && reset) {
-            PQclear(check); /* a later round's reset is the one that counts */
-            check = NULL;
-            reset_ok = db_reset_read(c, &check);
-        }
-        int again = 0;
+        int again = 0, last = nsent ? p->part_of[todo[nsent - 1]] : -1;
         for (int k = 0; !broken && k < nsent; k++) {
             int i = todo[k];
             if (p->sq[i].resend) {
@@ -315,6 +350,8 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, int n, bool reset,
             }
         }
         ntodo = again;
+        /* An earlier part goes again after the last part's failed reset: reset first. */
+        reset_first = reset && !reset_ok && ntodo > 0 && p->part_of[todo[0]] != last;
     }
     if (!broken && !PQexitPipelineMode(p->pg))
         broken = true;

@@ -78,6 +78,9 @@ struct svc_batch {
     db_buf *slots;              /* desc->nqueries result objects as JSON text, owned */
     svc_job *jobs;              /* njobs jobs, owned */
     int njobs;                  /* desc->nqueries in parallel mode, 1 in transaction mode */
+    bool quick_reads;           /* every job quick and only reading, set at submit (before the
+                                   push): a worker may run it in one pipeline with other such
+                                   batches, each followed by the session reset */
     atomic_int remaining;       /* jobs not yet released by a worker; 0 hands the batch back */
     atomic_int failures;        /* queries that did not succeed (for the batch outcome metric) */
     _Atomic size_t reply_bytes; /* result bytes accepted into the reply (max_response_bytes) */
@@ -113,8 +116,9 @@ bool svc_job_finish(svc_job *job);
 bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats);
 
 /*
- * Worker side: run n claimed pipelinable jobs of one batch in one pipeline on the worker's
- * connection (db_exec_pipeline), the session reset behind them when reset, and publish each
+ * Worker side: run n claimed pipelinable jobs in one pipeline on the worker's connection
+ * (db_exec_pipeline): one batch's, or several quick_reads batches' (each batch's jobs in a
+ * row), the session reset behind each batch's when reset, and publish each
  * as soon as its result is final (a deadline then keeps it), and each statement's duration to
  * `speed`. *reset_ok says whether the reset succeeded.
  * Returns false when the connection was found broken.

@@ -253,24 +253,38 @@ static void pipeline_done(void *arg, int i)
     finish(&r);
 }
 
+/* How a batch's queries run in a pipeline. */
+static db_exec_opts pipeline_opts(svc_batch *b)
+{
+    const http_batch_req *d = b->desc;
+    return (db_exec_opts){.rows_as_objects = d->rows_as_objects,
+                          .int8_as_number = d->int8_as_number,
+                          .max_rows = d->max_rows,
+                          .reply_bytes = &b->reply_bytes,
+                          .max_reply_bytes = b->max_reply_bytes,
+                          .read_only = d->read_only,
+                          .cancel_at_max_rows = d->read_only}; /* alone only (db/exec.h) */
+}
+
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
                           bool reset, bool *reset_ok, svc_speed *speed)
 {
-    svc_batch *b = jobs[0]->batch;
-    const http_batch_req *d = b->desc;
-    db_exec_opts opts = {.rows_as_objects = d->rows_as_objects,
-                         .int8_as_number = d->int8_as_number,
-                         .max_rows = d->max_rows,
-                         .reply_bytes = &b->reply_bytes,
-                         .max_reply_bytes = b->max_reply_bytes,
-                         .read_only = d->read_only,
-                         .cancel_at_max_rows = d->read_only}; /* alone only (db/exec.h) */
+    db_exec_opts opts[DB_PIPELINE_MAX];
+    db_pipe_part parts[DB_PIPELINE_MAX] = {{0}}; /* (gcc cannot tell that n > 0) */
     db_pipe_query qs[DB_PIPELINE_MAX];
     pipe_ctx x = {.jobs = jobs, .qs = qs, .conn = conn, .stats = stats, .speed = speed};
+    int nparts = 0;
 
     n = n < DB_PIPELINE_MAX ? n : DB_PIPELINE_MAX;
     for (int i = 0; i < n; i++) {
-        const http_query *q = &d->queries[jobs[i]->index];
+        svc_batch *b = jobs[i]->batch;
+        const http_query *q = &b->desc->queries[jobs[i]->index];
+        if (i == 0 || b != jobs[i - 1]->batch) { /* a batch's jobs come in a row */
+            opts[nparts] = pipeline_opts(b);
+            parts[nparts] = (db_pipe_part){.n = 0, .opts = &opts[nparts]};
+            nparts++;
+        }
+        parts[nparts - 1].n++;
         qs[i] = (db_pipe_query){.id = q->id, .sql = q->sql, .sql_hash = jobs[i]->sql_hash,
                                 .nparams = q->nparams,
                                 .params = (const char *const *)q->params,
@@ -278,11 +292,13 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
                                 /* measured quick: sharing a transaction holds no lock long */
                                 .share = jobs[i]->quick && jobs[i]->reads};
     }
-    db_status st = db_exec_pipeline(conn, qs, n, reset, &opts, pipeline_done, &x);
+    db_status st = db_exec_pipeline(conn, qs, parts, nparts, reset, pipeline_done, &x);
     if (n > 1) {
         svc_stat_inc(&stats->pipelines);
         svc_stat_add(&stats->pipelined, (uint64_t)n);
     }
+    if (nparts > 1)
+        svc_stat_add(&stats->batched, (uint64_t)nparts);
     *reset_ok = st == DB_OK;
     /* None of these statements can open a transaction block; should one be open anyway, it
      * must not reach the next batch, and the reset that ran inside it is undone too. */

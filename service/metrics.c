@@ -198,6 +198,7 @@ typedef struct worker_sums {
     uint64_t reconnects;              /* connections re-established */
     uint64_t pipelines, pipelined;    /* multi-query round trips, and their queries */
     uint64_t resent;                  /* pipelined queries sent a second time */
+    uint64_t batched;                 /* batches that shared a round trip with others */
     hist_sum query_duration;          /* one query's execution */
     hist_sum queue_wait;              /* a job's wait for a worker */
 } worker_sums;
@@ -211,6 +212,7 @@ static void add_workers(worker_sums *sum, const svc_worker_stats *w, int n)
         sum->pipelines += load(&w[i].pipelines);
         sum->pipelined += load(&w[i].pipelined);
         sum->resent += load(&w[i].resent);
+        sum->batched += load(&w[i].batched);
         hist_add(&sum->query_duration, &w[i].query_duration);
         hist_add(&sum->queue_wait, &w[i].queue_wait);
     }
@@ -280,11 +282,16 @@ void svc_metrics_render(svc_metrics *m, db_buf *out, uint64_t queue_depth)
            "Connections re-established after one was lost.");
     db_buf_printf(out, "fanout_db_reconnects_total %llu\n", (unsigned long long)sum.reconnects);
     header(out, "fanout_pipelines_total", "counter",
-           "Round trips that carried several queries of one batch (libpq pipeline mode).");
+           "Round trips that carried several queries (libpq pipeline mode).");
     db_buf_printf(out, "fanout_pipelines_total %llu\n", (unsigned long long)sum.pipelines);
     header(out, "fanout_pipelined_queries_total", "counter", "Queries sent in those round trips.");
     db_buf_printf(out, "fanout_pipelined_queries_total %llu\n",
                   (unsigned long long)sum.pipelined);
+    header(out, "fanout_pipelined_batches_total", "counter",
+           "Batches in those round trips that shared them with other batches' quick reads, "
+           "each behind its own session reset.");
+    db_buf_printf(out, "fanout_pipelined_batches_total %llu\n",
+                  (unsigned long long)sum.batched);
     header(out, "fanout_pipeline_resent_total", "counter",
            "Pipelined queries sent again on their own: the read-only transaction they shared "
            "with others failed before they ran, or refused them as writes.");

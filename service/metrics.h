@@ -58,8 +58,9 @@ typedef struct svc_worker_stats {
     svc_hist query_duration;   /* one query's execution on the server, incl. encoding */
     svc_hist queue_wait;       /* from a job's queueing to a worker taking it */
     _Atomic uint64_t reconnects; /* successful connects after a lost connection */
-    _Atomic uint64_t pipelines;  /* round trips that carried several queries of a batch */
+    _Atomic uint64_t pipelines;  /* round trips that carried several queries */
     _Atomic uint64_t pipelined;  /* queries sent in those */
+    _Atomic uint64_t batched;    /* batches in those that shared them with other batches */
     _Atomic uint64_t resent;     /* pipelined queries sent again after their shared read-only
                                     transaction failed (db_exec_pipeline) */
     _Atomic bool busy;         /* running a job right now */

@@ -53,6 +53,8 @@ typedef struct worker {
     pthread_mutex_t cancel_lock; /* guards cancel and running_seq (see the top) */
     PGcancel *cancel;        /* the current connection's (owned by it); NULL while disconnected */
     uint64_t running_seq;    /* run number of the job it is running; 0 between jobs */
+    bool running_several;    /* that run holds several batches: a cancel could land on a
+                                batch other than its own, or on a reset between them */
     uint64_t next_seq;       /* run numbers handed out (worker thread only) */
     atomic_bool exited;      /* its thread has returned */
 } worker;
@@ -283,10 +285,11 @@ static void drop_connection(worker *w, db_conn **conn)
     *conn = NULL;
 }
 
-static void set_running(worker *w, uint64_t seq)
+static void set_running(worker *w, uint64_t seq, bool several)
 {
     pthread_mutex_lock(&w->cancel_lock);
     w->running_seq = seq;
+    w->running_several = several;
     pthread_mutex_unlock(&w->cancel_lock);
 }
 
@@ -351,16 +354,20 @@ static bool run_claimed(worker *w, svc_job **jobs, int n, db_conn **conn)
 }
 
 /*
- * May next join the pipeline that first starts? Only jobs of one batch share a pipeline (the
- * session reset runs between batches, not inside one). Statements known to be quick always do:
- * one round trip for all beats a wake-up and a round trip each. Others only when no idle worker
- * would take them: a pipeline runs its statements one after another.
+ * May next join the pipeline that first starts? Statements known to be quick always do: one
+ * round trip for all beats a wake-up and a round trip each. Others only when no idle worker
+ * would take them: a pipeline runs its statements one after another. Another batch's jobs join
+ * only when both batches are quick reads through and through (svc_batch.quick_reads): the
+ * session reset goes behind each batch's part, so the batches still see fresh sessions, and
+ * share the worker's wake-up and round trip (on 2 cores those cost more than the statements).
  */
 static svc_queue_join joins_pipeline(const void *first, const void *next)
 {
     const svc_job *a = first, *b = next;
-    if (!a->pipelinable || !b->pipelinable || a->batch != b->batch)
+    if (!a->pipelinable || !b->pipelinable)
         return SVC_JOIN_NO;
+    if (a->batch != b->batch)
+        return a->batch->quick_reads && b->batch->quick_reads ? SVC_JOIN_ALWAYS : SVC_JOIN_NO;
     return a->quick && b->quick ? SVC_JOIN_ALWAYS : SVC_JOIN_IF_SPARE;
 }
 
@@ -401,7 +408,7 @@ static void *worker_main(void *arg)
         }
         uint64_t seq = ++w->next_seq;
         int nclaimed = 0;
-        set_running(w, seq);
+        set_running(w, seq, jobs[0]->batch != jobs[n - 1]->batch);
         for (size_t i = 0; i < n; i++) {
             svc_hist_observe(&w->stats->queue_wait, svc_clock_ns_since(&jobs[i]->queued));
             if (svc_job_claim(jobs[i], w->id, seq))
@@ -414,7 +421,7 @@ static void *worker_main(void *arg)
             needs_reset = run_claimed(w, claimed, nclaimed, &conn);
             atomic_store_explicit(&w->stats->busy, false, memory_order_relaxed);
         }
-        set_running(w, 0);
+        set_running(w, 0, false);
         for (size_t i = 0; i < n; i++)
             release(p, jobs[i]->batch);
         /* After the hand-back, so the reply does not wait for it. */
@@ -496,13 +503,16 @@ svc_submit_status svc_pool_submit(svc_pool *p, svc_batch *b)
     /* Workers to wake: one for each job, but one for each pipeline_depth quick ones in a row
      * (a worker takes those together). */
     size_t wake = 0, run = 0, depth = (size_t)p->settings->pipeline_depth;
+    bool quick_reads = true;
     for (int i = 0; i < b->njobs; i++) {
         svc_job *job = &b->jobs[i];
         clock_gettime(CLOCK_MONOTONIC, &job->queued);
         job->quick = job->pipelinable && p->speed && svc_speed_quick(p->speed, job->sql_hash);
         run = job->quick && run && run < depth ? run + 1 : job->quick;
         wake += run <= 1;
+        quick_reads = quick_reads && job->quick && job->reads;
     }
+    b->quick_reads = quick_reads;
     if (!svc_queue_push_all(p->queue, b->jobs, sizeof(*b->jobs), (size_t)b->njobs, wake))
         return SVC_OVERLOADED;
     /* They wait for busy workers: should those go stale, wake others. A timer already set
@@ -523,8 +533,9 @@ static void run_cancel(void *arg)
     cancel_req *r = arg;
     char errbuf[256];
     pthread_mutex_lock(&r->w->cancel_lock);
-    /* Only if the worker is still on that very job: never cancel its next one. */
-    if (r->w->running_seq == r->seq && r->w->cancel &&
+    /* Only if the worker is still on that very job: never cancel its next one. Nor a run of
+     * several batches' quick reads: it ends soon anyway, and the client has its answer. */
+    if (r->w->running_seq == r->seq && !r->w->running_several && r->w->cancel &&
         !PQcancel(r->w->cancel, errbuf, sizeof(errbuf)))
         svc_log_warn("%sworker %d: cancel request failed: %s", r->w->pool->label, r->w->id,
                      errbuf);

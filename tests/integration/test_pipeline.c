@@ -20,6 +20,7 @@
 #include "tests/integration/harness.h"
 
 #define PIPELINED "fanout_pipelined_queries_total"
+#define RESENT "fanout_pipeline_resent_total"
 
 static fx_server one = {.pid = -1};  /* 1 worker: every run of a batch shares its connection */
 static fx_server four = {.pid = -1}; /* 4 workers: room to spread */
@@ -169,6 +170,72 @@ static void test_session_reset_behind_the_pipeline(void **state)
     json_decref(doc);
 }
 
+#define BATCHED "fanout_pipelined_batches_total"
+
+/* Several batches' quick reads queued behind the busy worker go out in one pipeline, each batch
+ * behind its own session reset: what one sets in its session reaches none of the others, also
+ * when its shared transaction fails (the reset in it fails too, and the batches behind it in
+ * the pipeline run again after a fresh one). Fails if the parts share one reset, or if a failed
+ * reset lets the batches behind it stand. */
+static void test_batches_share_a_pipeline_apart(void **state)
+{
+    enum { K = 12 };
+    static const char *const bodies[4] = {
+        "{\"queries\":[{\"sql\":\"SELECT set_config('search_path', 'pg_catalog', false)\"},"
+        "{\"sql\":\"SELECT pg_advisory_lock(4250)\"}]}",
+        "{\"queries\":[{\"sql\":\"SELECT current_setting('search_path')\"},"
+        "{\"sql\":\"SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND "
+        "pid = pg_backend_pid()\"}]}",
+        "{\"queries\":[{\"sql\":\"SELECT pg_advisory_lock(4251), 1 / (pg_backend_pid() - pg_backend_pid())\"}]}",
+        NULL}; /* [3]: the clean reader again */
+    char sleep_body[128];
+    fx_conn busy, c[K];
+    (void)state;
+
+    for (int round = 0; round < 2; round++) /* now they are known to be quick */
+        for (int i = 0; i < 3; i++) {
+            int status = 0;
+            json_t *doc = fx_post_json(one.port, bodies[i], &status);
+            FX_CHECK(status == 200, "warm-up batch %d: status %d", i, status);
+            json_decref(doc);
+        }
+    double batched = fx_metric(one.port, BATCHED), resent = fx_metric(one.port, RESENT);
+    snprintf(sleep_body, sizeof(sleep_body), "{\"queries\":[{\"sql\":\"SELECT pg_sleep(%.2f)\"}]}",
+             0.5 * fx_scale());
+    assert_true(fx_conn_post_batch(&busy, one.port, sleep_body));
+    fx_sleep_ms(100);
+    for (int i = 0; i < K; i++) { /* in this order: a gap keeps it */
+        assert_true(fx_conn_post_batch(&c[i], one.port, bodies[i % 4 == 3 ? 1 : i % 4]));
+        fx_sleep_ms(5);
+    }
+    for (int i = 0; i < K; i++) {
+        fx_response r;
+        assert_true(fx_conn_read(&c[i], false, &r));
+        json_t *doc = json_loads(r.body, 0, NULL);
+        FX_CHECK(r.status == 200 && doc, "batch %d: status %d: %s", i, r.status, r.body);
+        if (i % 2 == 1) { /* a clean session: no search_path, no lock from the others */
+            FX_EXPECT_STR(doc, "results.0.rows.0.0", "\"$user\", public");
+            FX_EXPECT_INT(doc, "results.1.rows.0.0", 0);
+        } else if (i % 4 == 2) {
+            FX_EXPECT_STR(doc, "results.0.error.code", "22012");
+        } else {
+            FX_EXPECT_STR(doc, "results.0.rows.0.0", "pg_catalog");
+        }
+        json_decref(doc);
+        fx_response_free(&r);
+        fx_conn_close(&c[i]);
+    }
+    fx_response r;
+    assert_true(fx_conn_read(&busy, false, &r));
+    fx_response_free(&r);
+    fx_conn_close(&busy);
+    batched = fx_metric(one.port, BATCHED) - batched;
+    resent = fx_metric(one.port, RESENT) - resent;
+    print_message("%.0f batches shared a pipeline, %.0f queries sent again\n", batched, resent);
+    FX_CHECK(batched >= 4, "the queued batches did not share a pipeline: the test proves nothing");
+    FX_CHECK(resent >= 2, "the batch behind a failed reset was not run again");
+}
+
 /* A deadline that lands inside a pipeline: the statement that finished keeps its result, the
  * reply says timeout for the others at the deadline, the server stops them, and the connection
  * serves the next batch clean. */
@@ -222,7 +289,6 @@ static void test_new_column_type_in_a_pipeline(void **state)
     }
 }
 
-#define RESENT "fanout_pipeline_resent_total"
 
 /* Run body `warm` times so fanout learns its statements are quick and caches them. */
 static void warm_up(int port, const char *body, int warm)
@@ -555,6 +621,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_read_only_batch_pipelines),
         cmocka_unit_test(test_dropped_opener),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
+        cmocka_unit_test(test_batches_share_a_pipeline_apart),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_new_column_type_in_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
