@@ -70,13 +70,15 @@ static const cfg_def cfg_defs[] = {
     {"statement_cache_size", CFG_T_INT, F(statement_cache_size), 0, 10000, "256", NULL,
      "named prepared statements each connection keeps for pipelined queries, least recently "
      "used out; 0 keeps none", NULL},
-    {"pipeline_depth", CFG_T_INT, F(pipeline_depth), 1, 64, "16", NULL,
-     "most queries of one batch a worker sends in one pipeline (statements seen to take under "
-     "2 ms always, others only when no other worker is idle); 1 sends each query alone", NULL},
+    {"pipeline_depth", CFG_T_INT, F(pipeline_depth), 1, 64, "64", NULL,
+     "most queries a worker sends in one pipeline: one batch's (statements seen to take under "
+     "2 ms always, others only when no other worker is idle), or several batches' quick reads; "
+     "1 sends each query alone", NULL},
     {"quick_workers", CFG_T_INT, F(quick_workers), 0, 1024, "0", NULL,
      "most workers of a pool running statements seen to take under 2 ms at once, the rest "
-     "queued for them (one busy 10 ms no longer counts); 0: as many as this host has CPUs "
-     "when the database is on it (a unix socket or loopback address), else no limit", NULL},
+     "queued for them (one busy 10 ms no longer counts); 0: half as many as this host has CPUs "
+     "(at least 1) when the database is on it (a unix socket or loopback address), else no "
+     "limit", NULL},
     {"max_body_bytes", CFG_T_LONG, F(max_body_bytes), 1024, 1073741824, "1048576", NULL,
      "largest request body accepted, in bytes", NULL},
     {"max_queries", CFG_T_INT, F(max_queries), 1, 100000, "1000", NULL,

@@ -32,14 +32,16 @@ struct svc_pools {
     bool warned_pgpassword;       /* the PGPASSWORD warning was logged */
 };
 
-/* quick_workers, or when 0: this host's CPUs if the database shares them, else no limit. A
- * limit of a pool's size or more is none. */
+/* quick_workers, or when 0: half this host's CPUs (at least 1) if the database shares them,
+ * else no limit. A worker on quick statements and its backend take turns, about one CPU
+ * between them; the loop thread and the clients need the rest (docs/DESIGN.md). A limit of a
+ * pool's size or more is none. */
 static int quick_workers(const cfg_settings *s, int workers)
 {
     int n = s->quick_workers;
     if (n == 0 && db_conninfo_local(s->database, http_auth_host_is_loopback)) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus > 0 ? (int)cpus : 1;
+        n = cpus > 1 ? (int)(cpus / 2) : 1;
     }
     return n < workers ? n : 0;
 }

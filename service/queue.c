@@ -278,10 +278,12 @@ size_t svc_queue_pop_run(svc_queue *q, int timeout_ms, bool *closed, void **item
             size_t r = room(q, svc_clock_now_ns());
             spare = r < spare ? r : spare;
         }
+        /* IF_SPARE items are shared out: this consumer takes no more than its even part of
+         * what waits, the spare ones the rest (a pipeline runs its statements in a row). */
+        size_t fair = (q->len + 1 + spare) / (spare + 1);
         while (n < max && q->len > 0 && joins) {
             svc_queue_join j = joins(items[0], q->ring[q->head]);
-            /* IF_SPARE: only items that no spare consumer would take */
-            if (j == SVC_JOIN_NO || (j == SVC_JOIN_IF_SPARE && q->len <= spare))
+            if (j == SVC_JOIN_NO || (j == SVC_JOIN_IF_SPARE && (q->len <= spare || n >= fair)))
                 break;
             items[n++] = take(q);
         }

@@ -57,7 +57,8 @@ bool svc_queue_waiting_limited(svc_queue *q);
 /* How the item at the front may join the run a consumer is taking (see svc_queue_pop_run). */
 typedef enum svc_queue_join {
     SVC_JOIN_NO = 0,   /* not at all: the run ends before it */
-    SVC_JOIN_IF_SPARE, /* only when no idle or already woken consumer would take it */
+    SVC_JOIN_IF_SPARE, /* only when no idle or already woken consumer would take it: the
+                          consumer takes at most its even share of the waiting items */
     SVC_JOIN_ALWAYS    /* yes: it is cheaper in this run than on another consumer */
 } svc_queue_join;
 

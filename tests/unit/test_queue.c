@@ -208,6 +208,44 @@ static void test_limit_wakes_only_with_room(void **state)
     svc_queue_free(q);
 }
 
+static svc_queue_join always_if_spare(const void *first, const void *next)
+{
+    (void)first;
+    (void)next;
+    return SVC_JOIN_IF_SPARE;
+}
+
+/* Items that join only when spare: with 3 consumers idle, a run takes its even share of 13
+ * (4), not all that leaves one for each of the others (10: 100 ms of 10 ms sleeps in a row
+ * while three workers run 10 ms each). */
+static void test_spare_items_are_shared_out(void **state)
+{
+    (void)state;
+    static long items[13];
+    svc_queue *q = svc_queue_new(16);
+    blocked c[3];
+    pthread_t t[3];
+    void *got[16];
+    bool closed;
+    int taken = 0;
+
+    for (int i = 0; i < 3; i++) {
+        c[i] = (blocked){.q = q};
+        atomic_init(&c[i].got, 0);
+        assert_int_equal(pthread_create(&t[i], NULL, blocked_consumer, &c[i]), 0);
+    }
+    sleep_ms(100); /* all three block */
+    assert_true(svc_queue_push_all(q, items, sizeof(long), 13, 0)); /* wakes none */
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 16, always_if_spare, NULL), 4);
+    svc_queue_close(q);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        taken += atomic_load(&c[i].got);
+    }
+    assert_int_equal(taken, 9);
+    svc_queue_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +254,7 @@ int main(void)
         cmocka_unit_test(test_threads_lose_nothing),
         cmocka_unit_test(test_limit_holds_back_a_second_consumer),
         cmocka_unit_test(test_limit_wakes_only_with_room),
+        cmocka_unit_test(test_spare_items_are_shared_out),
     };
     return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
