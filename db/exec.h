@@ -88,6 +88,15 @@ typedef struct db_pipe_part {
     const db_exec_opts *opts;
 } db_pipe_part;
 
+/* What db_exec_pipeline tells its caller, and asks it, as it goes; either may be NULL. */
+typedef struct db_pipe_hooks {
+    void (*query_done)(void *arg, int i);   /* query i is final: qs[i] and its result object
+                                               are the caller's from now on */
+    bool (*query_wanted)(void *arg, int i); /* is query i's result still wanted (a cancel
+                                               that hit it was meant for it, if not) */
+    void *arg;
+} db_pipe_hooks;
+
 /*
  * Send the queries, each part (one batch's queries, with its batch's opts) followed by the session
  * reset (db/session.c) when reset, and only then read the results (libpq pipeline mode): the
@@ -112,17 +121,19 @@ typedef struct db_pipe_part {
  * a pipeline it could hit the next statement): rows past max_rows or the reply limit are read and
  * dropped; except for a read-only pipeline of one query, where only the reset can follow it (its failure is DB_SQL_ERROR). Only for
  * statements that cannot change the transaction state or start a COPY (db_sql_pipelinable).
- * Each query's status and result object are set even on failure, and done(arg, i) (when not
- * NULL) is called once for each query as soon as they are final: right after its results are read
- * when it will not go out again and its column types are known to the connection, else at the end.
- * A deadline that passes later then keeps the results that came back (SELECT 1 next to a
- * pg_sleep). From that call on, qs[i] and its result object are the caller's. Returns
+ * Each query's status and result object are set even on failure, and hooks->query_done(arg, i)
+ * is called once for each query as soon as they are final: right after its results are read when
+ * it will not go out again and its column types are known to the connection, else at the end. A
+ * deadline that passes later then keeps the results that came back (SELECT 1 next to a
+ * pg_sleep). A deadline's cancel (the worker's, from another thread) may land on any statement:
+ * in a pipeline of several parts, a read-only query it cancelled that hooks->query_wanted still
+ * wants goes out again in round 2, and a reset it failed sends the parts behind it again. Returns
  * DB_CONN_LOST when the connection broke or the pipeline lost its way (drop the connection),
  * DB_SQL_ERROR when the reset failed (the queries' results stand; reset again or drop it), else
  * DB_OK.
  */
 db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *parts, int nparts,
-                           bool reset, void (*done)(void *arg, int i), void *arg);
+                           bool reset, const db_pipe_hooks *hooks);
 
 /*
  * What a statement's first keyword (after blanks and comments) says, one lexical pass:

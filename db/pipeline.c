@@ -59,8 +59,9 @@ typedef struct pipe {
     bool named_opener;  /* send the opener as fanout_read_only (else unnamed) */
     bool open;          /* a shared transaction is open: its sync has not gone out */
     int last_sent;      /* the query sent last, -1 for none */
-    void (*done)(void *arg, int i); /* the caller's: query i is final */
-    void *done_arg;
+    int nparts;
+    int round;          /* 1, or 2 for what goes out again */
+    const db_pipe_hooks *hooks; /* the caller's, or NULL */
 } pipe;
 
 static const db_exec_opts *opts_of(const pipe *p, int i)
@@ -210,7 +211,9 @@ static bool read_query(pipe *p, int i)
 
 /* Must query i go out again? Yes when the read-only transaction it was in (shared, or its own
  * in a read-only pipeline) failed before it ran, or when it was refused as a write in a shared
- * one (it would have run alone), unless the pipeline is read-only: then that is its answer. */
+ * one (it would have run alone), unless the pipeline is read-only: then that is its answer. And
+ * in round 1 of several parts when a cancel stopped it that was not meant for it (another
+ * batch's deadline): read-only, it changed nothing. */
 static bool must_resend(pipe *p, int i)
 {
     const PGresult *last = p->rds[i].last;
@@ -225,6 +228,9 @@ static bool must_resend(pipe *p, int i)
         db_stmts_mark_writes(p->stmts, p->sq[i].name); /* read_only_sql_transaction */
         return true;
     }
+    if (p->nparts > 1 && p->round == 1 && code && strcmp(code, "57014") == 0 && p->hooks &&
+        p->hooks->query_wanted && p->hooks->query_wanted(p->hooks->arg, i))
+        return true; /* query_canceled */
     return false;
 }
 
@@ -240,8 +246,8 @@ static void conclude(pipe *p, int i)
         q->status = DB_CONN_LOST;
     }
     p->sq[i].concluded = true;
-    if (p->done)
-        p->done(p->done_arg, i);
+    if (p->hooks && p->hooks->query_done)
+        p->hooks->query_done(p->hooks->arg, i);
 }
 
 /* Does the k-th of the round's queries (todo) end its part: the last of its batch in the round? */
@@ -251,7 +257,7 @@ static bool ends_part(const pipe *p, const int *todo, int ntodo, int k)
 }
 
 db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *parts, int nparts,
-                           bool reset, void (*done)(void *arg, int i), void *arg)
+                           bool reset, const db_pipe_hooks *hooks)
 {
     pipe local, *p = &local;
     PGresult *check = NULL;
@@ -259,7 +265,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
     int todo[DB_PIPELINE_MAX], ntodo, n = 0;
 
     local = (pipe){.c = c, .pg = db_conn_pg(c), .stmts = db_conn_stmts(c), .qs = qs,
-                   .parts = parts, .last_sent = -1, .done = done, .done_arg = arg};
+                   .parts = parts, .nparts = nparts, .last_sent = -1, .hooks = hooks};
     for (int k = 0; k < nparts; k++) /* at most DB_PIPELINE_MAX: never more readers */
         for (int j = 0; j < parts[k].n && n < DB_PIPELINE_MAX; j++)
             local.part_of[n++] = k;
@@ -282,6 +288,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
      * (no parts) goes out at the front of round 1. */
     bool reset_first = reset && n == 0;
     for (int round = 1; !broken && (round == 1 || ntodo > 0); round++) {
+        p->round = round;
         bool prepared = round == 1 && db_conn_reset_prepared(c);
         /* round 2 sends what a failed opener may have left: then it may be the one missing */
         p->named_opener = prepared;

@@ -119,13 +119,13 @@ bool db_reset_finish(db_conn *c, const PGresult *check)
 
 bool db_conn_reset(db_conn *c)
 {
-    if (db_exec_pipeline(c, NULL, NULL, 0, true, NULL, NULL) == DB_OK)
+    if (db_exec_pipeline(c, NULL, NULL, 0, true, NULL) == DB_OK)
         return true;
     /* The reset's own statements may be what is missing: once more without them. */
     if (!db_conn_ok(c) || db_conn_in_transaction(c))
         return false;
     db_stmts_clear(db_conn_stmts(c));
     db_conn_set_reset_prepared(c, false);
-    return db_exec_pipeline(c, NULL, NULL, 0, true, NULL, NULL) == DB_OK &&
+    return db_exec_pipeline(c, NULL, NULL, 0, true, NULL) == DB_OK &&
            (db_conn_reset_prepared(c) || deallocate_all(c));
 }

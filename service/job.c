@@ -253,6 +253,13 @@ static void pipeline_done(void *arg, int i)
     finish(&r);
 }
 
+/* Is query i's job still wanted (not abandoned at a deadline)? */
+static bool pipeline_wanted(void *arg, int i)
+{
+    const pipe_ctx *x = arg;
+    return atomic_load_explicit(&x->jobs[i]->state, memory_order_acquire) != SVC_JOB_ABANDONED;
+}
+
 /* How a batch's queries run in a pipeline. */
 static db_exec_opts pipeline_opts(svc_batch *b)
 {
@@ -273,6 +280,8 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
     db_pipe_part parts[DB_PIPELINE_MAX] = {{0}}; /* (gcc cannot tell that n > 0) */
     db_pipe_query qs[DB_PIPELINE_MAX];
     pipe_ctx x = {.jobs = jobs, .qs = qs, .conn = conn, .stats = stats, .speed = speed};
+    db_pipe_hooks hooks = {.query_done = pipeline_done, .query_wanted = pipeline_wanted,
+                           .arg = &x};
     int nparts = 0;
 
     n = n < DB_PIPELINE_MAX ? n : DB_PIPELINE_MAX;
@@ -292,7 +301,7 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
                                 /* measured quick: sharing a transaction holds no lock long */
                                 .share = jobs[i]->quick && jobs[i]->reads};
     }
-    db_status st = db_exec_pipeline(conn, qs, parts, nparts, reset, pipeline_done, &x);
+    db_status st = db_exec_pipeline(conn, qs, parts, nparts, reset, &hooks);
     if (n > 1) {
         svc_stat_inc(&stats->pipelines);
         svc_stat_add(&stats->pipelined, (uint64_t)n);

@@ -53,8 +53,6 @@ typedef struct worker {
     pthread_mutex_t cancel_lock; /* guards cancel and running_seq (see the top) */
     PGcancel *cancel;        /* the current connection's (owned by it); NULL while disconnected */
     uint64_t running_seq;    /* run number of the job it is running; 0 between jobs */
-    bool running_several;    /* that run holds several batches: a cancel could land on a
-                                batch other than its own, or on a reset between them */
     uint64_t next_seq;       /* run numbers handed out (worker thread only) */
     atomic_bool exited;      /* its thread has returned */
 } worker;
@@ -285,11 +283,10 @@ static void drop_connection(worker *w, db_conn **conn)
     *conn = NULL;
 }
 
-static void set_running(worker *w, uint64_t seq, bool several)
+static void set_running(worker *w, uint64_t seq)
 {
     pthread_mutex_lock(&w->cancel_lock);
     w->running_seq = seq;
-    w->running_several = several;
     pthread_mutex_unlock(&w->cancel_lock);
 }
 
@@ -408,7 +405,7 @@ static void *worker_main(void *arg)
         }
         uint64_t seq = ++w->next_seq;
         int nclaimed = 0;
-        set_running(w, seq, jobs[0]->batch != jobs[n - 1]->batch);
+        set_running(w, seq);
         for (size_t i = 0; i < n; i++) {
             svc_hist_observe(&w->stats->queue_wait, svc_clock_ns_since(&jobs[i]->queued));
             if (svc_job_claim(jobs[i], w->id, seq))
@@ -421,7 +418,7 @@ static void *worker_main(void *arg)
             needs_reset = run_claimed(w, claimed, nclaimed, &conn);
             atomic_store_explicit(&w->stats->busy, false, memory_order_relaxed);
         }
-        set_running(w, 0, false);
+        set_running(w, 0);
         for (size_t i = 0; i < n; i++)
             release(p, jobs[i]->batch);
         /* After the hand-back, so the reply does not wait for it. */
@@ -533,9 +530,10 @@ static void run_cancel(void *arg)
     cancel_req *r = arg;
     char errbuf[256];
     pthread_mutex_lock(&r->w->cancel_lock);
-    /* Only if the worker is still on that very job: never cancel its next one. Nor a run of
-     * several batches' quick reads: it ends soon anyway, and the client has its answer. */
-    if (r->w->running_seq == r->seq && !r->w->running_several && r->w->cancel &&
+    /* Only if the worker is still on that very job: never cancel its next one. (In a run of
+     * several batches it may land on another batch's statement: db_exec_pipeline sends that
+     * again.) */
+    if (r->w->running_seq == r->seq && r->w->cancel &&
         !PQcancel(r->w->cancel, errbuf, sizeof(errbuf)))
         svc_log_warn("%sworker %d: cancel request failed: %s", r->w->pool->label, r->w->id,
                      errbuf);

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+
 #include "tests/integration/groups.h"
 #include "tests/integration/harness.h"
 
@@ -234,6 +236,68 @@ static void test_batches_share_a_pipeline_apart(void **state)
     print_message("%.0f batches shared a pipeline, %.0f queries sent again\n", batched, resent);
     FX_CHECK(batched >= 4, "the queued batches did not share a pipeline: the test proves nothing");
     FX_CHECK(resent >= 2, "the batch behind a failed reset was not run again");
+}
+
+/* A deadline inside a pipeline of several batches: the blocked batch's cancel frees the worker,
+ * and the batches behind it in that pipeline, which the cancel may have hit (their reset did not
+ * run: the cancelled transaction took it along), run again and answer. Fails if a run of several
+ * batches is never cancelled: then they wait for the lock. */
+static void test_deadline_in_a_pipeline_of_batches(void **state)
+{
+    static const char *const lock_body =
+        "{\"timeout_ms\":500,\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1)\","
+        "\"params\":[\"4260\"]}]}";
+    static const char *const free_body =
+        "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1)\",\"params\":[\"4261\"]},"
+        "{\"sql\":\"SELECT pg_backend_pid()\"}]}";
+    char sleep_body[128];
+    fx_conn busy, blocked, c[3];
+    (void)state;
+
+    for (int i = 0; i < 2; i++) { /* now they are known to be quick */
+        json_decref(FX_BATCH(one.port, free_body));
+        json_decref(FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1)\","
+                                       "\"params\":[\"4262\"]}]}"));
+    }
+    PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    PQclear(PQexec(admin, "SELECT pg_advisory_lock(4260)"));
+    double batched = fx_metric(one.port, BATCHED);
+    snprintf(sleep_body, sizeof(sleep_body), "{\"queries\":[{\"sql\":\"SELECT pg_sleep(%.2f)\"}]}",
+             0.3 * fx_scale());
+    assert_true(fx_conn_post_batch(&busy, one.port, sleep_body));
+    fx_sleep_ms(100);
+    assert_true(fx_conn_post_batch(&blocked, one.port, lock_body));
+    fx_sleep_ms(5);
+    for (int i = 0; i < 3; i++) {
+        assert_true(fx_conn_post_batch(&c[i], one.port, free_body));
+        fx_sleep_ms(5);
+    }
+    double t0 = fx_now();
+    fx_response r;
+    assert_true(fx_conn_read(&blocked, false, &r));
+    FX_CHECK(strstr(r.body, "\"timeout\"") != NULL, "the blocked batch: %s", r.body);
+    fx_response_free(&r);
+    for (int i = 0; i < 3; i++) {
+        assert_true(fx_conn_read(&c[i], false, &r));
+        json_t *doc = json_loads(r.body, 0, NULL);
+        FX_CHECK(r.status == 200 && doc, "batch %d: status %d: %s", i, r.status, r.body);
+        FX_EXPECT_KIND(doc, "results.1.rows.0.0", "integer");
+        json_decref(doc);
+        fx_response_free(&r);
+        fx_conn_close(&c[i]);
+    }
+    double took = fx_now() - t0;
+    bool shared = fx_metric(one.port, BATCHED) - batched >= 2;
+    PQclear(PQexec(admin, "SELECT pg_advisory_unlock(4260)"));
+    PQfinish(admin);
+    assert_true(fx_conn_read(&busy, false, &r));
+    fx_response_free(&r);
+    fx_conn_close(&busy);
+    fx_conn_close(&blocked);
+    print_message("the batches behind the blocked one answered %.3f s after the sleep's\n", took);
+    FX_CHECK(shared, "the batches did not share a pipeline: the test proves nothing");
+    FX_CHECK(took < 3.0 * fx_scale(), "the batches behind the blocked one waited %.3f s", took);
 }
 
 /* A deadline that lands inside a pipeline: the statement that finished keeps its result, the
@@ -622,6 +686,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_dropped_opener),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
         cmocka_unit_test(test_batches_share_a_pipeline_apart),
+        cmocka_unit_test(test_deadline_in_a_pipeline_of_batches),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_new_column_type_in_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
