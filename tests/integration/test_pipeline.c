@@ -189,13 +189,17 @@ static void test_batches_share_a_pipeline_apart(void **state)
         "{\"sql\":\"SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND "
         "pid = pg_backend_pid()\"}]}",
         "{\"queries\":[{\"sql\":\"SELECT pg_advisory_lock(4251), 1 / (pg_backend_pid() - pg_backend_pid())\"}]}",
-        NULL}; /* [3]: the clean reader again */
+        /* the clean reader again, with options of its own: they hold for its part only */
+        "{\"row_format\":\"object\",\"read_only\":true,\"queries\":["
+        "{\"sql\":\"SELECT current_setting('search_path')\"},"
+        "{\"sql\":\"SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND "
+        "pid = pg_backend_pid()\"}]}"};
     char sleep_body[128];
     fx_conn busy, c[K];
     (void)state;
 
     for (int round = 0; round < 2; round++) /* now they are known to be quick */
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 4; i++) {
             int status = 0;
             json_t *doc = fx_post_json(one.port, bodies[i], &status);
             FX_CHECK(status == 200, "warm-up batch %d: status %d", i, status);
@@ -207,7 +211,7 @@ static void test_batches_share_a_pipeline_apart(void **state)
     assert_true(fx_conn_post_batch(&busy, one.port, sleep_body));
     fx_sleep_ms(100);
     for (int i = 0; i < K; i++) { /* in this order: a gap keeps it */
-        assert_true(fx_conn_post_batch(&c[i], one.port, bodies[i % 4 == 3 ? 1 : i % 4]));
+        assert_true(fx_conn_post_batch(&c[i], one.port, bodies[i % 4]));
         fx_sleep_ms(5);
     }
     for (int i = 0; i < K; i++) {
@@ -215,9 +219,12 @@ static void test_batches_share_a_pipeline_apart(void **state)
         assert_true(fx_conn_read(&c[i], false, &r));
         json_t *doc = json_loads(r.body, 0, NULL);
         FX_CHECK(r.status == 200 && doc, "batch %d: status %d: %s", i, r.status, r.body);
-        if (i % 2 == 1) { /* a clean session: no search_path, no lock from the others */
+        if (i % 4 == 1) { /* a clean session: no search_path, no lock from the others */
             FX_EXPECT_STR(doc, "results.0.rows.0.0", "\"$user\", public");
             FX_EXPECT_INT(doc, "results.1.rows.0.0", 0);
+        } else if (i % 4 == 3) { /* the same, in rows of its own format */
+            FX_EXPECT_STR(doc, "results.0.rows.0.current_setting", "\"$user\", public");
+            FX_EXPECT_INT(doc, "results.1.rows.0.count", 0);
         } else if (i % 4 == 2) {
             FX_EXPECT_STR(doc, "results.0.error.code", "22012");
         } else {
