@@ -319,8 +319,8 @@ static void connection_lost(worker *w, db_conn **conn)
 }
 
 /*
- * Run claimed jobs: one job alone, or several pipelinable jobs of one batch in one pipeline
- * with the session reset behind them. Once sent, a query is never retried (it may have
+ * Run claimed jobs: one job alone, or several pipelinable jobs in one pipeline (one batch's, or
+ * several quick-read batches') with the session reset behind each batch's. Once sent, a query is never retried (it may have
  * written). Returns whether the connection still needs its session reset.
  */
 static bool run_claimed(worker *w, svc_job **jobs, int n, db_conn **conn)
