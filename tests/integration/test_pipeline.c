@@ -251,15 +251,18 @@ static void test_batches_share_a_pipeline_apart(void **state)
  * batches is never cancelled: then they wait for the lock. */
 static void test_deadline_in_a_pipeline_of_batches(void **state)
 {
-    static const char *const lock_body =
-        "{\"timeout_ms\":500,\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1)\","
-        "\"params\":[\"4260\"]}]}";
     static const char *const free_body =
         "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1)\",\"params\":[\"4261\"]},"
         "{\"sql\":\"SELECT pg_backend_pid()\"}]}";
-    char sleep_body[128];
+    char sleep_body[128], lock_body[160];
     fx_conn busy, blocked, c[3];
     (void)state;
+
+    /* its deadline passes 0.5 s after it starts: in the pipeline, after the sleep */
+    snprintf(lock_body, sizeof(lock_body),
+             "{\"timeout_ms\":%d,\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1)\","
+             "\"params\":[\"4260\"]}]}",
+             (int)(300 * fx_scale()) + 400);
 
     for (int i = 0; i < 2; i++) { /* now they are known to be quick */
         json_decref(FX_BATCH(one.port, free_body));
@@ -269,7 +272,7 @@ static void test_deadline_in_a_pipeline_of_batches(void **state)
     PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
     assert_int_equal(PQstatus(admin), CONNECTION_OK);
     PQclear(PQexec(admin, "SELECT pg_advisory_lock(4260)"));
-    double batched = fx_metric(one.port, BATCHED);
+    double batched = fx_metric(one.port, BATCHED), resent = fx_metric(one.port, RESENT);
     snprintf(sleep_body, sizeof(sleep_body), "{\"queries\":[{\"sql\":\"SELECT pg_sleep(%.2f)\"}]}",
              0.3 * fx_scale());
     assert_true(fx_conn_post_batch(&busy, one.port, sleep_body));
@@ -296,6 +299,7 @@ static void test_deadline_in_a_pipeline_of_batches(void **state)
     }
     double took = fx_now() - t0;
     bool shared = fx_metric(one.port, BATCHED) - batched >= 2;
+    resent = fx_metric(one.port, RESENT) - resent;
     PQclear(PQexec(admin, "SELECT pg_advisory_unlock(4260)"));
     PQfinish(admin);
     assert_true(fx_conn_read(&busy, false, &r));
@@ -304,6 +308,9 @@ static void test_deadline_in_a_pipeline_of_batches(void **state)
     fx_conn_close(&blocked);
     print_message("the batches behind the blocked one answered %.3f s after the sleep's\n", took);
     FX_CHECK(shared, "the batches did not share a pipeline: the test proves nothing");
+    /* the cancelled transaction took the blocked batch's reset along: the rest ran again */
+    FX_CHECK(resent >= 2, "nothing was sent again (%.0f): the blocked batch was not in the pipeline "
+             "when its deadline passed, so the test proves nothing", resent);
     FX_CHECK(took < 3.0 * fx_scale(), "the batches behind the blocked one waited %.3f s", took);
 }
 
