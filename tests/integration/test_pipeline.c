@@ -172,6 +172,26 @@ static void test_session_reset_behind_the_pipeline(void **state)
     json_decref(doc);
 }
 
+/* Keep the one worker busy for seconds (scaled) with a sleep on c, so the batches posted next
+ * queue up behind it and go out together; then wait 100 ms for the worker to take it. */
+static void occupy_the_worker(fx_conn *c, double seconds)
+{
+    char body[128];
+    snprintf(body, sizeof(body), "{\"queries\":[{\"sql\":\"SELECT pg_sleep(%.2f)\"}]}",
+             seconds * fx_scale());
+    assert_true(fx_conn_post_batch(c, one.port, body));
+    fx_sleep_ms(100);
+}
+
+/* Its reply, once the batches behind it are read. */
+static void free_the_worker(fx_conn *c)
+{
+    fx_response r;
+    assert_true(fx_conn_read(c, false, &r));
+    fx_response_free(&r);
+    fx_conn_close(c);
+}
+
 #define BATCHED "fanout_pipelined_batches_total"
 
 /* Several batches' quick reads queued behind the busy worker go out in one pipeline, each batch
@@ -194,7 +214,6 @@ static void test_batches_share_a_pipeline_apart(void **state)
         "{\"sql\":\"SELECT current_setting('search_path')\"},"
         "{\"sql\":\"SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND "
         "pid = pg_backend_pid()\"}]}"};
-    char sleep_body[128];
     fx_conn busy, c[K];
     (void)state;
 
@@ -206,10 +225,7 @@ static void test_batches_share_a_pipeline_apart(void **state)
             json_decref(doc);
         }
     double batched = fx_metric(one.port, BATCHED), resent = fx_metric(one.port, RESENT);
-    snprintf(sleep_body, sizeof(sleep_body), "{\"queries\":[{\"sql\":\"SELECT pg_sleep(%.2f)\"}]}",
-             0.5 * fx_scale());
-    assert_true(fx_conn_post_batch(&busy, one.port, sleep_body));
-    fx_sleep_ms(100);
+    occupy_the_worker(&busy, 0.5);
     for (int i = 0; i < K; i++) { /* in this order: a gap keeps it */
         assert_true(fx_conn_post_batch(&c[i], one.port, bodies[i % 4]));
         fx_sleep_ms(5);
@@ -234,10 +250,7 @@ static void test_batches_share_a_pipeline_apart(void **state)
         fx_response_free(&r);
         fx_conn_close(&c[i]);
     }
-    fx_response r;
-    assert_true(fx_conn_read(&busy, false, &r));
-    fx_response_free(&r);
-    fx_conn_close(&busy);
+    free_the_worker(&busy);
     batched = fx_metric(one.port, BATCHED) - batched;
     resent = fx_metric(one.port, RESENT) - resent;
     print_message("%.0f batches shared a pipeline, %.0f queries sent again\n", batched, resent);
@@ -254,7 +267,7 @@ static void test_deadline_in_a_pipeline_of_batches(void **state)
     static const char *const free_body =
         "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1)\",\"params\":[\"4261\"]},"
         "{\"sql\":\"SELECT pg_backend_pid()\"}]}";
-    char sleep_body[128], lock_body[160];
+    char lock_body[160];
     fx_conn busy, blocked, c[3];
     (void)state;
 
@@ -273,10 +286,7 @@ static void test_deadline_in_a_pipeline_of_batches(void **state)
     assert_int_equal(PQstatus(admin), CONNECTION_OK);
     PQclear(PQexec(admin, "SELECT pg_advisory_lock(4260)"));
     double batched = fx_metric(one.port, BATCHED), resent = fx_metric(one.port, RESENT);
-    snprintf(sleep_body, sizeof(sleep_body), "{\"queries\":[{\"sql\":\"SELECT pg_sleep(%.2f)\"}]}",
-             0.3 * fx_scale());
-    assert_true(fx_conn_post_batch(&busy, one.port, sleep_body));
-    fx_sleep_ms(100);
+    occupy_the_worker(&busy, 0.3);
     assert_true(fx_conn_post_batch(&blocked, one.port, lock_body));
     fx_sleep_ms(5);
     for (int i = 0; i < 3; i++) {
@@ -302,9 +312,7 @@ static void test_deadline_in_a_pipeline_of_batches(void **state)
     resent = fx_metric(one.port, RESENT) - resent;
     PQclear(PQexec(admin, "SELECT pg_advisory_unlock(4260)"));
     PQfinish(admin);
-    assert_true(fx_conn_read(&busy, false, &r));
-    fx_response_free(&r);
-    fx_conn_close(&busy);
+    free_the_worker(&busy);
     fx_conn_close(&blocked);
     print_message("the batches behind the blocked one answered %.3f s after the sleep's\n", took);
     FX_CHECK(shared, "the batches did not share a pipeline: the test proves nothing");
