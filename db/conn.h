@@ -79,20 +79,25 @@ bool db_conn_reset(db_conn *c);
 
 /*
  * The reset's parts (db/session.c), for a pipeline that carries it behind its queries:
- * db_reset_prepare prepares its statements, and the read-only opener of db/pipeline.c, in one
+ * db_reset_prepare prepares its statements, and db/pipeline.c's openers (db_own_stmt), in one
  * round trip (false: not prepared; still usable unless out of pipeline mode failed);
- * db_reset_send sends its statements and a sync (as the connection's named statements when
- * db_reset_prepare made them, else unnamed); db_reset_read reads that segment (false when a
- * statement failed) and hands over the last statement's result; once out of pipeline mode,
+ * db_reset_send sends the statements of its kind (as the connection's named statements when
+ * db_reset_prepare made them, else unnamed); db_reset_read reads them (false when a statement
+ * failed) and hands over the check's result (NULL for DB_RESET_UNLOCK); once out of pipeline mode,
  * db_reset_finish reads it and, when a client made prepared statements of its own or dropped
  * fanout's, runs DEALLOCATE ALL and starts fanout's statements over. False: the reset failed.
  */
+typedef enum db_reset_kind {
+    DB_RESET_FULL,   /* every statement, then a sync */
+    DB_RESET_UNLOCK, /* closing a read-only transaction block: unlock, ROLLBACK; no sync */
+    DB_RESET_CHECK   /* the same with the check in place of the unlock */
+} db_reset_kind;
 bool db_reset_prepare(db_conn *c);
-bool db_reset_send(db_conn *c);
-bool db_reset_read(db_conn *c, PGresult **check);
+bool db_reset_send(db_conn *c, db_reset_kind kind);
+bool db_reset_read(db_conn *c, db_reset_kind kind, PGresult **check);
 bool db_reset_finish(db_conn *c, const PGresult *check);
 
-/* Whether the reset's statements and the read-only opener are prepared on the connection
+/* Whether the reset's statements and the openers are prepared on the connection
  * (db/session.c keeps it). */
 bool db_conn_reset_prepared(const db_conn *c);
 void db_conn_set_reset_prepared(db_conn *c, bool prepared);

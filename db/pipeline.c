@@ -39,9 +39,13 @@ typedef struct sent {
     int parsed_by;               /* the query whose Parse made its statement in this pipeline
                                     (itself when parse); -1: prepared before */
     bool opens;                  /* the read-only opener went first: a shared transaction starts */
+    bool begins;                 /* ... and it was BEGIN READ ONLY: a block (pipe.block) */
     bool shared;                 /* it runs in a shared read-only transaction */
     bool syncs;                  /* a sync follows it */
+    bool block_ends;             /* ... after the ROLLBACK that ends the block it was in */
     bool resend;                 /* it goes out again (must_resend) */
+    db_reset_kind reset;         /* it ends its part: the reset that went behind it */
+    bool reset_syncs;            /* ... and a sync went right behind that reset */
     bool concluded;              /* its result object is final and handed over (conclude) */
 } sent;
 
@@ -58,6 +62,11 @@ typedef struct pipe {
     bool may_cancel;    /* a lone read-only query: a cancel can only hit the reset behind it */
     bool named_opener;  /* send the opener as fanout_read_only (else unnamed) */
     bool open;          /* a shared transaction is open: its sync has not gone out */
+    bool reset;         /* the session is reset behind each part (db_exec_pipeline's reset) */
+    bool block;         /* the open shared transaction is a block (BEGIN READ ONLY): a reset
+                           pipeline's are, and end with a ROLLBACK */
+    int unsynced;       /* the query whose part's rolling-back reset has no sync behind it
+                           yet (the next shared transaction may follow it unsynced); -1: none */
     int last_sent;      /* the query sent last, -1 for none */
     int nparts;
     int round;          /* 1, or 2 for what goes out again */
@@ -76,23 +85,34 @@ static bool read_only(const pipe *p, int i)
     return o && o->read_only;
 }
 
-/* End the open shared transaction with its sync. */
+/* End the open shared transaction with its sync (a block with its ROLLBACK first); or put a
+ * sync behind a reset that ended one. */
 static bool close_shared(pipe *p)
 {
+    if (p->unsynced >= 0) {
+        p->sq[p->unsynced].reset_syncs = true;
+        p->unsynced = -1;
+        return PQpipelineSync(p->pg);
+    }
     if (!p->open)
         return true;
     p->open = false;
     p->sq[p->last_sent].syncs = true;
+    if (p->block) {
+        p->block = false;
+        p->sq[p->last_sent].block_ends = true;
+        if (!db_own_send(p->c, DB_OWN_ROLLBACK, p->named_opener))
+            return false;
+    }
     return PQpipelineSync(p->pg);
 }
 
 /* Open a read-only transaction: the opener goes first (unnamed should it not be prepared). */
-static bool send_opener(pipe *p, sent *sq)
+static bool send_opener(pipe *p, sent *sq, bool block)
 {
     sq->opens = true;
-    return p->named_opener
-               ? PQsendQueryPrepared(p->pg, DB_READ_ONLY_STMT, 0, NULL, NULL, NULL, 0)
-               : PQsendQueryParams(p->pg, DB_READ_ONLY_SQL, 0, NULL, NULL, NULL, NULL, 0);
+    sq->begins = block;
+    return db_own_send(p->c, block ? DB_OWN_BEGIN : DB_OWN_READ_ONLY, p->named_opener);
 }
 
 /*
@@ -125,7 +145,9 @@ static bool send_query(pipe *p, int i, bool share, bool next_may_share)
     if (share) {
         if (!p->open) {
             p->open = true;
-            if (!send_opener(p, sq))
+            p->block = p->reset;
+            p->unsynced = -1; /* that reset ended its block: no sync needed between */
+            if (!send_opener(p, sq, p->block))
                 return false;
         }
         sq->shared = true;
@@ -144,7 +166,7 @@ static bool send_query(pipe *p, int i, bool share, bool next_may_share)
         if (name)
             sq->parse = true;
     }
-    if (read_only(p, i) && !send_opener(p, sq))
+    if (read_only(p, i) && !send_opener(p, sq, false))
         return false;
     if (sq->parse) {
         sq->parsed_by = i;
@@ -162,6 +184,23 @@ static bool send_query(pipe *p, int i, bool share, bool next_may_share)
     return PQpipelineSync(pg);
 }
 
+/* Did every query of the part that the k-th of the round (todo) ends run in the one shared
+ * transaction still open? Then it was read-only throughout, and rolling it back undoes most
+ * of what its queries could leave behind (db/session.c): the reset behind it can be short. */
+static bool part_shared(const pipe *p, const int *todo, int k)
+{
+    int part = p->part_of[todo[k]];
+
+    for (int j = k; j >= 0 && p->part_of[todo[j]] == part; j--) {
+        const sent *sq = &p->sq[todo[j]];
+        if (!sq->shared)
+            return false;
+        if (sq->opens) /* it must be the part's first */
+            return j == 0 || p->part_of[todo[j - 1]] != part;
+    }
+    return false;
+}
+
 /* Read query i's results (after what went ahead of it). */
 static bool read_query(pipe *p, int i)
 {
@@ -177,7 +216,7 @@ static bool read_query(pipe *p, int i)
     }
     if (sq[i].opens) { /* should it fail, the queries behind it come back aborted */
         PGresult *res = db_read_command(pg);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        if (PQresultStatus(res) != (sq[i].begins ? PGRES_COMMAND_OK : PGRES_TUPLES_OK))
             db_conn_set_reset_prepared(p->c, false); /* dropped? the reset goes unnamed, and
                                                         its check prepares them all again */
         PQclear(res);
@@ -206,6 +245,8 @@ static bool read_query(pipe *p, int i)
         if (code && strcmp(code, "26000") == 0)
             db_stmts_clear(p->stmts); /* someone deallocated fanout's statements: start over */
     }
+    if (sq[i].block_ends)
+        PQclear(db_read_command(pg));
     return PQstatus(pg) == CONNECTION_OK && (!sq[i].syncs || db_read_sync(pg));
 }
 
@@ -216,13 +257,16 @@ static bool read_query(pipe *p, int i)
  * batch's deadline): read-only, it changed nothing. */
 static bool must_resend(pipe *p, int i)
 {
-    const PGresult *last = p->rds[i].last;
+    const PGresult *last = p->rds[i].last, *own = p->rds[i].error_from;
+    const char *code = PQresultErrorField(own ? own : last, PG_DIAG_SQLSTATE);
 
+    if (p->round == 1 && code && strcmp(code, "25P02") == 0)
+        return true; /* in_failed_sql_transaction: a failed block's sync went ahead of it */
+    code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
     if (!p->sq[i].shared && !p->sq[i].opens)
         return false;
     if (PQresultStatus(last) == PGRES_PIPELINE_ABORTED)
         return true;
-    const char *code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
     if (p->sq[i].shared && !read_only(p, i) && PQresultStatus(last) == PGRES_FATAL_ERROR && code &&
         strcmp(code, "25006") == 0) {
         db_stmts_mark_writes(p->stmts, p->sq[i].name); /* read_only_sql_transaction */
@@ -265,7 +309,8 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
     int todo[DB_PIPELINE_MAX], ntodo, n = 0;
 
     local = (pipe){.c = c, .pg = db_conn_pg(c), .stmts = db_conn_stmts(c), .qs = qs,
-                   .parts = parts, .nparts = nparts, .last_sent = -1, .hooks = hooks};
+                   .parts = parts, .nparts = nparts, .last_sent = -1, .unsynced = -1,
+                   .reset = reset, .hooks = hooks};
     for (int k = 0; k < nparts; k++) /* at most DB_PIPELINE_MAX: never more readers */
         for (int j = 0; j < parts[k].n && n < DB_PIPELINE_MAX; j++)
             local.part_of[n++] = k;
@@ -296,7 +341,16 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
         int nsent = 0;
 
         p->last_sent = -1;
-        if (reset_first && !db_reset_send(c))
+        /* A block that failed before its ROLLBACK is still open (and failing whatever came
+         * behind it): end it first. Only libpq out of pipeline mode can tell. */
+        bool rollback_first = false;
+        if (round > 1) {
+            broken = !PQexitPipelineMode(p->pg);
+            rollback_first = !broken && PQtransactionStatus(p->pg) == PQTRANS_INERROR;
+            broken = broken || !PQenterPipelineMode(p->pg) ||
+                     (rollback_first && !db_own_send(c, DB_OWN_ROLLBACK, false));
+        }
+        if (!broken && reset_first && !db_reset_send(c, DB_RESET_FULL))
             broken = true;
         for (; !broken && nsent < ntodo; nsent++) {
             int i = todo[nsent];
@@ -309,15 +363,28 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
                 broken = true;
                 nsent++; /* part of it may have gone out: read it like the others */
             } else if (ends) {
-                if (reset && p->open)
+                db_reset_kind kind = DB_RESET_FULL;
+                if (reset && p->open && p->block && part_shared(p, todo, nsent)) {
+                    /* The reset's ROLLBACK ends the block; the last check is the one read. */
+                    kind = nsent + 1 == ntodo ? DB_RESET_CHECK : DB_RESET_UNLOCK;
+                    p->open = p->block = false;
+                } else if (reset && p->open && !p->block) {
                     p->open = false; /* the reset's own sync ends it: db_reset_read reads that */
-                if (!close_shared(p) || (reset && !db_reset_send(c)))
+                }
+                p->sq[i].reset = kind;
+                if (!close_shared(p) || (reset && !db_reset_send(c, kind)))
+                    broken = true;
+                else if (reset && kind != DB_RESET_FULL) /* the next part may follow unsynced */
+                    p->unsynced = i;
+                if (!broken && nsent + 1 == ntodo && !close_shared(p))
                     broken = true;
             }
         }
         mark = t0;
+        if (!broken && rollback_first)
+            PQclear(db_read_command(p->pg));
         if (!broken && reset_first) {
-            reset_ok = db_reset_read(c, &check);
+            reset_ok = db_reset_read(c, DB_RESET_FULL, &check);
             reset_first = false;
             mark = db_now_ms();
         }
@@ -342,7 +409,9 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
             if (reset && ends_part(p, todo, ntodo, k)) {
                 PQclear(check); /* the last reset read is the one that counts */
                 check = NULL;
-                reset_ok = db_reset_read(c, &check);
+                reset_ok = db_reset_read(c, p->sq[i].reset, &check);
+                if (p->sq[i].reset_syncs && !db_read_sync(p->pg))
+                    reset_ok = false;
                 tainted = tainted || !reset_ok;
                 mark = db_now_ms();
             }

@@ -49,10 +49,18 @@ typedef struct db_reader {
  * out of rd->out. For a statement that will be sent again. */
 void db_reader_discard(db_reader *rd);
 
-/* The statement that makes a pipeline's shared transaction read-only, prepared with the session
- * reset's on each connection (db_reset_prepare), and its name. */
-#define DB_READ_ONLY_STMT "fanout_read_only"
-#define DB_READ_ONLY_SQL "SELECT pg_catalog.set_config('transaction_read_only', 'on', true)"
+/* fanout's own statements on each connection (db/session.c), prepared with the session reset's
+ * (db_reset_prepare); db_own_send sends one (named: as prepared, else unnamed). */
+typedef enum db_own_stmt {
+    DB_OWN_READ_ONLY, /* makes the implicit transaction it starts read-only */
+    DB_OWN_BEGIN,     /* BEGIN READ ONLY */
+    DB_OWN_ROLLBACK,
+    DB_OWN_UNLOCK,    /* pg_advisory_unlock_all() */
+    DB_OWN_RESET_1,   /* the full reset's, through DB_OWN_CHECK */
+    DB_OWN_CHECK = DB_OWN_RESET_1 + 6,
+    DB_OWN_N
+} db_own_stmt;
+bool db_own_send(db_conn *c, db_own_stmt s, bool named);
 
 /* Milliseconds on CLOCK_MONOTONIC. */
 double db_now_ms(void);
