@@ -216,8 +216,9 @@ static bool read_query(pipe *p, int i)
     }
     if (sq[i].opens) { /* should it fail, the queries behind it come back aborted */
         PGresult *res = db_read_command(pg);
-        if (PQresultStatus(res) != (sq[i].begins ? PGRES_COMMAND_OK : PGRES_TUPLES_OK))
-            db_conn_set_reset_prepared(p->c, false); /* dropped? the reset goes unnamed, and
+        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (code && strcmp(code, "26000") == 0)
+            db_conn_set_reset_prepared(p->c, false); /* dropped: the reset goes unnamed, and
                                                         its check prepares them all again */
         PQclear(res);
     }
@@ -416,7 +417,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
                 mark = db_now_ms();
             }
         }
-        int again = 0, last = nsent ? p->part_of[todo[nsent - 1]] : -1;
+        int again = 0;
         for (int k = 0; !broken && k < nsent; k++) {
             int i = todo[k];
             if (p->sq[i].resend) {
@@ -426,8 +427,9 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
             }
         }
         ntodo = again;
-        /* An earlier part goes again after the last part's failed reset: reset first. */
-        reset_first = reset && !reset_ok && ntodo > 0 && p->part_of[todo[0]] != last;
+        /* What goes again after a failed last reset (a failed block fails all behind it, the
+         * last reset too) may follow another batch's failed part: reset first. */
+        reset_first = reset && !reset_ok && ntodo > 0;
     }
     if (!broken && !PQexitPipelineMode(p->pg))
         broken = true;

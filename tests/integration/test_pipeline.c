@@ -462,6 +462,68 @@ static void test_failure_in_a_shared_transaction_stays_its_own(void **state)
     json_decref(doc);
 }
 
+/* The WARNING lines in the suite's PostgreSQL log so far (-1: no log to read). */
+static long server_warnings(void)
+{
+    const char *dir = getenv("FANOUT_TEST_PGDIR");
+    char path[512], line[4096];
+    long n = 0;
+
+    if (!dir)
+        return -1;
+    snprintf(path, sizeof(path), "%s/postgresql.log", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, "WARNING:") != NULL;
+    fclose(f);
+    return n;
+}
+
+/* A shared transaction is a read-only block that its reset ends with ROLLBACK. When it fails,
+ * the ROLLBACK goes unrun and the block stays open, failing (25P02) what went out behind its
+ * sync: a statement new to the connection (its own Parse and sync), the next block. Those go out
+ * again once the block is rolled back and come back with their rows; the connection stays. And
+ * the resets leave nothing in the server's log (a ROLLBACK outside a block would warn). */
+static void test_failed_block_ahead_of_a_new_statement(void **state)
+{
+    static const char *const fmt =
+        "{\"queries\":["
+        "{\"sql\":\"SELECT 840 / $1::int AS v\",\"params\":[\"1\"]},"
+        "{\"sql\":\"SELECT 840 / $1::int AS v\",\"params\":[\"%d\"]},"
+        "{\"sql\":\"SELECT $1::int AS fresh /* %d */\",\"params\":[\"5\"]},"
+        "{\"sql\":\"SELECT 840 / $1::int AS v\",\"params\":[\"4\"]}]}";
+    char body[1024];
+    (void)state;
+
+    long warnings = server_warnings();
+    snprintf(body, sizeof(body), fmt, 2, 0);
+    warm_up(one.port, body, 3);
+    double reconnects = fx_metric(one.port, "fanout_db_reconnects_total");
+    for (int run = 1; run <= 3; run++) {
+        snprintf(body, sizeof(body), fmt, 0, run); /* a text the connection has not prepared */
+        double before = fx_metric(one.port, RESENT);
+        json_t *doc = FX_BATCH(one.port, body);
+        double resent = fx_metric(one.port, RESENT) - before;
+        FX_EXPECT_INT(doc, "results.0.rows.0.0", 840);
+        FX_EXPECT_STR(doc, "results.1.error.code", "22012");
+        FX_EXPECT_INT(doc, "results.2.rows.0.0", 5);
+        FX_EXPECT_INT(doc, "results.3.rows.0.0", 210);
+        json_decref(doc);
+        FX_CHECK(resent == 2, "run %d: %s grew by %.0f, want 2 (the two behind the failed block)",
+                 run, RESENT, resent);
+    }
+    json_t *doc = FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT 7 AS after\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 7);
+    json_decref(doc);
+    FX_CHECK(fx_metric(one.port, "fanout_db_reconnects_total") == reconnects,
+             "the connection was dropped after a failed block");
+    if (warnings >= 0)
+        FX_CHECK(server_warnings() == warnings, "the server logged %ld WARNING lines",
+                 server_warnings() - warnings);
+}
+
 /* The session reset rides in the shared transaction; when that transaction fails, the worker
  * resets the connection again: a session advisory lock (which no rollback releases) taken by a
  * query of the failed transaction does not reach the next batch. */
@@ -703,6 +765,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_quick_reads_share_a_read_only_transaction),
         cmocka_unit_test(test_failure_in_a_shared_transaction_stays_its_own),
         cmocka_unit_test(test_reset_after_a_failed_shared_transaction),
+        cmocka_unit_test(test_failed_block_ahead_of_a_new_statement),
         cmocka_unit_test(test_a_select_that_writes_runs_alone),
         cmocka_unit_test(test_read_only_batch_pipelines),
         cmocka_unit_test(test_dropped_opener),
