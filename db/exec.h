@@ -110,9 +110,11 @@ typedef struct db_pipe_hooks {
  * commit and a flush, and libpq 15 a write. A failure there aborts the rest of that transaction
  * unrun; they go out again, each with its own sync, and so does a statement refused as a write
  * (SQLSTATE 25006: the cache remembers it and it never shares again). Read-only, the
- * transaction's rollback undoes nothing the others did. The reset joins the shared transaction
- * that ends its part, so a single quick read and its reset share one sync too; a reset that
- * failed (its transaction did) sends the parts behind it again, after a reset. With
+ * transaction's rollback undoes nothing the others did. With `reset`, a shared transaction is a
+ * block (BEGIN READ ONLY): when it holds all of its part's queries, the reset behind the part is
+ * its ROLLBACK and an unlock (db/session.c), and the next part follows without a sync; a failure
+ * then leaves everything behind it up to the next sync unrun (a block left open fails what comes
+ * after that sync: 25P02), and it all goes out again in round 2 behind a ROLLBACK and a reset. With
  * opts->read_only every query runs in a read-only transaction (shared whenever its statement is
  * prepared, else its own, opened the same way; either kind failing sends its queries again), and
  * a 25006 is the query's answer.

@@ -60,7 +60,7 @@ typedef struct pipe {
     db_reader rds[DB_PIPELINE_MAX];
     sent sq[DB_PIPELINE_MAX];
     bool may_cancel;    /* a lone read-only query: a cancel can only hit the reset behind it */
-    bool named_opener;  /* send the opener as fanout_read_only (else unnamed) */
+    bool named_opener;  /* send fanout's own statements named (else unnamed) */
     bool open;          /* a shared transaction is open: its sync has not gone out */
     bool reset;         /* the session is reset behind each part (db_exec_pipeline's reset) */
     bool block;         /* the open shared transaction is a block (BEGIN READ ONLY): a reset
@@ -326,12 +326,13 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
     }
     /* Round 1 sends every query; round 2 what a failed read-only transaction left unrun, each
      * with its own sync (and an unnamed opener), so there is no round 3. The reset goes behind
-     * each part (each batch's queries) of a round; it joins the part's shared transaction when
-     * one is open (it works read-only too). When that transaction failed, so did the reset:
-     * the parts behind it ran on whatever it left (a session advisory lock, say), so their
-     * queries go out again in round 2, behind a reset of their own; and should the last reset
-     * have failed too, DB_SQL_ERROR: the worker resets the connection again. A reset alone
-     * (no parts) goes out at the front of round 1. */
+     * each part (each batch's queries) of a round: the short one when the part ran in one
+     * block, which its ROLLBACK ends, else the full one with a sync. When a part failed, so did
+     * the resets up to the next sync: the parts behind it ran on whatever it left (a session
+     * advisory lock, say) or did not run, so their queries go out again in round 2, behind a
+     * ROLLBACK (a block left open) and a reset; should the last reset have failed too,
+     * DB_SQL_ERROR: the worker resets the connection again. A reset alone (no parts) goes out
+     * at the front of round 1. */
     bool reset_first = reset && n == 0;
     for (int round = 1; !broken && (round == 1 || ntodo > 0); round++) {
         p->round = round;
