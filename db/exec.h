@@ -72,8 +72,9 @@ typedef struct db_pipe_query {
     int nparams;
     const char *const *params; /* text parameters, NULL entries for SQL NULL */
     db_buf *out;               /* its result object is appended here */
-    bool share;                /* it only reads and is quick (db_sql_reads, the caller's
-                                  measure): it may share a read-only transaction */
+    bool share;                /* it only reads (db_sql_reads) and is quick (the caller's
+                                  measure) or alone in its part: it may share (or have) a
+                                  read-only transaction */
     db_status status;          /* set by db_exec_pipeline */
     bool resent;               /* set by db_exec_pipeline: it went out a second time, the
                                   read-only transaction it was in having failed before it ran

@@ -301,6 +301,11 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
                                 /* measured quick: sharing a transaction holds no lock long */
                                 .share = jobs[i]->quick && jobs[i]->reads};
     }
+    /* A read alone in its part may take a block too, quick or not: it shares it with nobody,
+     * and the reset behind it is then the short one (db/session.c). */
+    for (int k = 0, first = 0; k < nparts; first += parts[k].n, k++)
+        if (parts[k].n == 1 && jobs[first]->reads)
+            qs[first].share = true;
     db_status st = db_exec_pipeline(conn, qs, parts, nparts, reset, &hooks);
     if (n > 1) {
         svc_stat_inc(&stats->pipelines);

@@ -591,6 +591,38 @@ static void test_a_select_that_writes_runs_alone(void **state)
     FX_CHECK(resent == N, "%s grew by %.0f over %d runs, want %d", RESENT, resent, RUNS, N);
 }
 
+/* A read alone in its pipeline part runs in a read-only block too, slow or not (the short reset
+ * follows it): one that writes after all is refused there once, runs again on its own, and is
+ * not tried in a block again; every write lands exactly once. */
+static void test_a_lone_slow_select_that_writes(void **state)
+{
+    enum { RUNS = 5 };
+    (void)state;
+    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_sw; CREATE TABLE it_pipe_sw (v int); "
+                                "GRANT ALL ON it_pipe_sw TO PUBLIC; "
+                                "CREATE OR REPLACE FUNCTION it_pipe_slow_add(int) RETURNS int "
+                                "LANGUAGE plpgsql VOLATILE AS $$ BEGIN PERFORM pg_sleep(0.005); "
+                                "INSERT INTO it_pipe_sw VALUES ($1); RETURN $1; END $$"));
+    double before = fx_metric(one.port, RESENT);
+    for (int run = 0; run < RUNS; run++) {
+        char body[256];
+        snprintf(body, sizeof(body),
+                 "{\"queries\":[{\"sql\":\"SELECT it_pipe_slow_add($1::int) AS v\",\"params\":[\"%d\"]}]}",
+                 run);
+        json_t *doc = FX_BATCH(one.port, body);
+        FX_EXPECT_INT(doc, "results.0.rows.0.0", run);
+        json_decref(doc);
+    }
+    double resent = fx_metric(one.port, RESENT) - before;
+    char *n = fx_sql_value(true, "SELECT count(*)::text || ' ' || count(DISTINCT v)::text FROM it_pipe_sw", 0, NULL);
+    char want[32];
+    snprintf(want, sizeof(want), "%d %d", RUNS, RUNS);
+    FX_CHECK(n && strcmp(n, want) == 0, "it_pipe_sw holds %s (rows, distinct), want %s", n ? n : "?", want);
+    free(n);
+    /* The first run parses it (no block); the second tries the block and is refused; then never. */
+    FX_CHECK(resent == 1, "%s grew by %.0f over %d runs, want 1", RESENT, resent, RUNS);
+}
+
 /* A query that drops fanout's openers (a function's DEALLOCATE) makes the pipeline's next
  * read-only transaction fail at its opener: the queries in it go out again, their rows come
  * back, and the next batch finds fanout's statements prepared again. Read-write (the queries
@@ -767,6 +799,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_reset_after_a_failed_shared_transaction),
         cmocka_unit_test(test_failed_block_ahead_of_a_new_statement),
         cmocka_unit_test(test_a_select_that_writes_runs_alone),
+        cmocka_unit_test(test_a_lone_slow_select_that_writes),
         cmocka_unit_test(test_read_only_batch_pipelines),
         cmocka_unit_test(test_dropped_opener),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
