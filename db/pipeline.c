@@ -386,6 +386,8 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
         if (!broken && rollback_first)
             PQclear(db_read_command(p->pg));
         if (!broken && reset_first) {
+            PQclear(check); /* the last reset read is the one that counts */
+            check = NULL;
             reset_ok = db_reset_read(c, DB_RESET_FULL, &check);
             reset_first = false;
             mark = db_now_ms();
