@@ -552,6 +552,27 @@ static void test_reset_after_a_failed_shared_transaction(void **state)
     json_decref(doc);
 }
 
+/* A fresh table that anyone may write, and a function writing to it (fixed test SQL). */
+static void table_and_writer(const char *table, const char *function)
+{
+    char sql[1024];
+    snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s; CREATE TABLE %s (v int); "
+             "GRANT ALL ON %s TO PUBLIC; %s", table, table, table, function);
+    assert_true(fx_sql_ok(true, sql));
+}
+
+/* The table holds n rows, all different: every write landed exactly once. */
+static void expect_written_once(const char *table, int n)
+{
+    char sql[256], want[32];
+    snprintf(sql, sizeof(sql), "SELECT count(*)::text || ' ' || count(DISTINCT v)::text FROM %s", table);
+    snprintf(want, sizeof(want), "%d %d", n, n);
+    char *got = fx_sql_value(true, sql, 0, NULL);
+    FX_CHECK(got && strcmp(got, want) == 0, "%s holds %s (rows, distinct), want %s", table,
+             got ? got : "?", want);
+    free(got);
+}
+
 /* A SELECT that writes (through a function) is refused in the shared read-only transaction,
  * then runs on its own: every write lands exactly once, and the connection remembers not to
  * share it again. */
@@ -559,10 +580,8 @@ static void test_a_select_that_writes_runs_alone(void **state)
 {
     enum { N = 6, RUNS = 6 };
     (void)state;
-    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_w; CREATE TABLE it_pipe_w (v int); "
-                                "GRANT ALL ON it_pipe_w TO PUBLIC; "
-                                "CREATE OR REPLACE FUNCTION it_pipe_add(int) RETURNS int "
-                                "LANGUAGE sql VOLATILE AS 'INSERT INTO it_pipe_w VALUES ($1); SELECT $1'"));
+    table_and_writer("it_pipe_w", "CREATE OR REPLACE FUNCTION it_pipe_add(int) RETURNS int "
+                                  "LANGUAGE sql VOLATILE AS 'INSERT INTO it_pipe_w VALUES ($1); SELECT $1'");
     double before = fx_metric(one.port, RESENT);
     for (int run = 0; run < RUNS; run++) {
         char body[2048];
@@ -582,11 +601,7 @@ static void test_a_select_that_writes_runs_alone(void **state)
         json_decref(doc);
     }
     double resent = fx_metric(one.port, RESENT) - before;
-    char *n = fx_sql_value(true, "SELECT count(*)::text || ' ' || count(DISTINCT v)::text FROM it_pipe_w", 0, NULL);
-    char want[32];
-    snprintf(want, sizeof(want), "%d %d", N * RUNS, N * RUNS);
-    FX_CHECK(n && strcmp(n, want) == 0, "it_pipe_w holds %s (rows, distinct), want %s", n ? n : "?", want);
-    free(n);
+    expect_written_once("it_pipe_w", N * RUNS);
     /* One shared attempt: the first query refused, the rest aborted behind it; never again. */
     FX_CHECK(resent == N, "%s grew by %.0f over %d runs, want %d", RESENT, resent, RUNS, N);
 }
@@ -598,11 +613,9 @@ static void test_a_lone_slow_select_that_writes(void **state)
 {
     enum { RUNS = 5 };
     (void)state;
-    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_sw; CREATE TABLE it_pipe_sw (v int); "
-                                "GRANT ALL ON it_pipe_sw TO PUBLIC; "
-                                "CREATE OR REPLACE FUNCTION it_pipe_slow_add(int) RETURNS int "
-                                "LANGUAGE plpgsql VOLATILE AS $$ BEGIN PERFORM pg_sleep(0.005); "
-                                "INSERT INTO it_pipe_sw VALUES ($1); RETURN $1; END $$"));
+    table_and_writer("it_pipe_sw", "CREATE OR REPLACE FUNCTION it_pipe_slow_add(int) RETURNS int "
+                                   "LANGUAGE plpgsql VOLATILE AS $$ BEGIN PERFORM pg_sleep(0.005); "
+                                   "INSERT INTO it_pipe_sw VALUES ($1); RETURN $1; END $$");
     double before = fx_metric(one.port, RESENT);
     for (int run = 0; run < RUNS; run++) {
         char body[256];
@@ -614,11 +627,7 @@ static void test_a_lone_slow_select_that_writes(void **state)
         json_decref(doc);
     }
     double resent = fx_metric(one.port, RESENT) - before;
-    char *n = fx_sql_value(true, "SELECT count(*)::text || ' ' || count(DISTINCT v)::text FROM it_pipe_sw", 0, NULL);
-    char want[32];
-    snprintf(want, sizeof(want), "%d %d", RUNS, RUNS);
-    FX_CHECK(n && strcmp(n, want) == 0, "it_pipe_sw holds %s (rows, distinct), want %s", n ? n : "?", want);
-    free(n);
+    expect_written_once("it_pipe_sw", RUNS);
     /* The first run parses it (no block); the second tries the block and is refused; then never. */
     FX_CHECK(resent == 1, "%s grew by %.0f over %d runs, want 1", RESENT, resent, RUNS);
 }
