@@ -39,7 +39,6 @@ typedef struct sent {
     int parsed_by;               /* the query whose Parse made its statement in this pipeline
                                     (itself when parse); -1: prepared before */
     bool opens;                  /* the read-only opener went first: a shared transaction starts */
-    bool begins;                 /* ... and it was BEGIN READ ONLY: a block (pipe.block) */
     bool shared;                 /* it runs in a shared read-only transaction */
     bool syncs;                  /* a sync follows it */
     bool block_ends;             /* ... after the ROLLBACK that ends the block it was in */
@@ -62,9 +61,9 @@ typedef struct pipe {
     bool may_cancel;    /* a lone read-only query: a cancel can only hit the reset behind it */
     bool named_opener;  /* send fanout's own statements named (else unnamed) */
     bool open;          /* a shared transaction is open: its sync has not gone out */
-    bool reset;         /* the session is reset behind each part (db_exec_pipeline's reset) */
-    bool block;         /* the open shared transaction is a block (BEGIN READ ONLY): a reset
-                           pipeline's are, and end with a ROLLBACK */
+    bool reset;         /* the session is reset behind each part (db_exec_pipeline's reset);
+                           then a shared transaction is a block (BEGIN READ ONLY), which a
+                           ROLLBACK ends */
     int unsynced;       /* the query whose part's rolling-back reset has no sync behind it
                            yet (the next shared transaction may follow it unsynced); -1: none */
     int last_sent;      /* the query sent last, -1 for none */
@@ -98,8 +97,7 @@ static bool close_shared(pipe *p)
         return true;
     p->open = false;
     p->sq[p->last_sent].syncs = true;
-    if (p->block) {
-        p->block = false;
+    if (p->reset) {
         p->sq[p->last_sent].block_ends = true;
         if (!db_own_send(p->c, DB_OWN_ROLLBACK, p->named_opener))
             return false;
@@ -111,7 +109,6 @@ static bool close_shared(pipe *p)
 static bool send_opener(pipe *p, sent *sq, bool block)
 {
     sq->opens = true;
-    sq->begins = block;
     return db_own_send(p->c, block ? DB_OWN_BEGIN : DB_OWN_READ_ONLY, p->named_opener);
 }
 
@@ -145,9 +142,8 @@ static bool send_query(pipe *p, int i, bool share, bool next_may_share)
     if (share) {
         if (!p->open) {
             p->open = true;
-            p->block = p->reset;
             p->unsynced = -1; /* that reset ended its block: no sync needed between */
-            if (!send_opener(p, sq, p->block))
+            if (!send_opener(p, sq, p->reset))
                 return false;
         }
         sq->shared = true;
@@ -366,12 +362,10 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
                 nsent++; /* part of it may have gone out: read it like the others */
             } else if (ends) {
                 db_reset_kind kind = DB_RESET_FULL;
-                if (reset && p->open && p->block && part_shared(p, todo, nsent)) {
+                if (reset && p->open && part_shared(p, todo, nsent)) {
                     /* The reset's ROLLBACK ends the block; the last check is the one read. */
                     kind = nsent + 1 == ntodo ? DB_RESET_CHECK : DB_RESET_UNLOCK;
-                    p->open = p->block = false;
-                } else if (reset && p->open && !p->block) {
-                    p->open = false; /* the reset's own sync ends it: db_reset_read reads that */
+                    p->open = false;
                 }
                 p->sq[i].reset = kind;
                 if (!close_shared(p) || (reset && !db_reset_send(c, kind)))
