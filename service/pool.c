@@ -18,9 +18,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -79,7 +82,8 @@ struct svc_pool {
     pthread_cond_t stop_cond;
     pthread_mutex_t done_lock;    /* guards done_head */
     svc_batch *done_head;         /* finished batches waiting for the loop thread */
-    struct event *done_ev;        /* activated by workers; its callback runs on the loop thread */
+    int done_fd;                  /* eventfd: a worker writes it when done_head was empty */
+    struct event *done_ev;        /* loop thread: done_fd is readable */
     struct event *kick_ev;        /* loop thread: quick jobs wait for busy workers, look again */
     svc_done_fn done;             /* called for each finished batch, loop thread */
     void *done_arg;
@@ -95,16 +99,25 @@ static void release(svc_pool *p, svc_batch *b)
     b->next = p->done_head;
     p->done_head = b;
     pthread_mutex_unlock(&p->done_lock);
-    if (was_empty)
-        event_active(p->done_ev, EV_READ, 0);
+    /* Not event_active: it takes the event base's lock, which the loop thread holds while it
+     * works, so worker and loop took turns sleeping on it (two futex calls a hand-back). */
+    uint64_t one = 1;
+    if (was_empty && write(p->done_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, so the loop is woken anyway */
+    }
 }
 
 /* Loop thread: drain the whole completion list, running callbacks without the lock. */
 static void on_done_event(evutil_socket_t fd, short what, void *arg)
 {
     svc_pool *p = arg;
+    uint64_t n;
     (void)fd;
     (void)what;
+    /* Before the take: a batch pushed after it writes the eventfd again. */
+    if (read(p->done_fd, &n, sizeof(n)) < 0) {
+        /* EAGAIN: nothing written since the last read */
+    }
     pthread_mutex_lock(&p->done_lock);
     svc_batch *list = p->done_head;
     p->done_head = NULL;
@@ -440,6 +453,7 @@ svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings,
     svc_pool *p = calloc(1, sizeof(*p));
     if (!p)
         goto oom;
+    p->done_fd = -1;
     p->settings = settings;
     p->stats = opts->stats;
     p->on_demand = opts->on_demand;
@@ -460,12 +474,21 @@ svc_pool *svc_pool_start(struct event_base *base, const cfg_settings *settings,
     p->queue = svc_queue_new((size_t)settings->queue_size);
     p->speed = svc_speed_new();
     p->workers = calloc((size_t)p->nworkers, sizeof(*p->workers));
-    p->done_ev = event_new(base, -1, 0, on_done_event, p);
+    p->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->done_fd < 0) {
+        snprintf(err, errlen, "cannot create the worker pool's eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    p->done_ev = event_new(base, p->done_fd, EV_READ | EV_PERSIST, on_done_event, p);
     p->kick_ev = opts->quick_workers > 0 ? evtimer_new(base, on_kick, p) : NULL;
     p->cancels = svc_cancel_start(CANCEL_THREADS, CANCEL_QUEUE);
     if ((opts->role && !p->role) || !p->queue || !p->workers || !p->done_ev || !p->cancels ||
         (opts->quick_workers > 0 && !p->kick_ev))
         goto oom;
+    if (event_add(p->done_ev, NULL) != 0) {
+        snprintf(err, errlen, "cannot watch the worker pool's completions");
+        goto fail;
+    }
     svc_queue_limit(p->queue, (size_t)opts->quick_workers, QUICK_STALE_MS, job_is_quick);
     for (int i = 0; i < p->nworkers; i++) {
         worker *w = &p->workers[i];
@@ -635,6 +658,8 @@ bool svc_pool_stop(svc_pool *p)
         on_done_event(-1, 0, p);
         event_free(p->done_ev);
     }
+    if (p->done_fd >= 0)
+        close(p->done_fd);
     svc_queue_free(p->queue);
     svc_speed_free(p->speed);
     for (int i = 0; p->workers && i < p->nworkers; i++)

@@ -8,10 +8,11 @@
  *     ever calls libpq on it.
  *   - The loop thread calls svc_pool_submit; workers pop jobs from the bounded queue.
  *   - The worker that finishes a batch's last job pushes the batch onto the completion list and,
- *     only when the list was empty, activates the pool's libevent event (event_active is
- *     thread-safe after evthread_use_pthreads). The loop thread then takes the whole list under
- *     the lock and runs the done callback for each batch with the lock released. No wake-up is
- *     lost: a push after the take finds the list empty and activates again.
+ *     only when the list was empty, writes the pool's eventfd; the loop thread watches it with
+ *     a libevent event, so no worker touches a libevent object. The loop thread reads the
+ *     eventfd, then takes the whole list under the lock and runs the done callback for each
+ *     batch with the lock released. No wake-up is lost: a push after the take finds the list
+ *     empty and writes again.
  *   - svc_pool_stop (loop thread, after the loop has stopped) closes the queue, joins the
  *     workers and frees everything.
  *
