@@ -32,7 +32,7 @@ ENTRYPOINT ["wrk"]
 # the binary's) and nothing else: no compiler, no shell tools, no curl.
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-openssl-2.1-7 libevent-pthreads-2.1-7 libjansson4 libpq5 libssl3 \
+ && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-openssl-2.1-7 libjansson4 libpq5 libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 fanout \
  && useradd --uid 10001 --gid fanout --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fanout

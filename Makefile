@@ -9,7 +9,7 @@
 #   make deps     install missing Debian packages (as root)
 
 CC      ?= cc
-PKGS     = libevent libevent_pthreads libevent_openssl libpq jansson libssl libcrypto
+PKGS     = libevent libevent_openssl libpq jansson libssl libcrypto
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -D_GNU_SOURCE -I.
