@@ -290,6 +290,7 @@ db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
     }
     types_load(c, res);
     PQclear(res);
+    res = NULL; /* the fail path clears res too */
     c->cancel = PQgetCancel(c->pg);
     c->stmts = db_stmts_new(p->statement_cache); /* NULL (unnamed statements) if it fails */
     if (!db_reset_prepare(c) &&

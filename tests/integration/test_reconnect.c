@@ -9,9 +9,17 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <unistd.h>
 
 #include "tests/integration/groups.h"
 #include "tests/integration/harness.h"
@@ -140,6 +148,162 @@ static void test_backends_terminated(void **state)
     fx_response_free(&r);
 }
 
+/*
+ * A loopback proxy to the test database's unix socket that cuts each connection right after the
+ * server's second ReadyForQuery: the login's, then the first query's (fanout's type names). So
+ * fanout's connect fails at the next step, preparing the session reset, every time.
+ */
+typedef struct cut_proxy {
+    int listen_fd;
+    int port;
+    char server[108];  /* the server's unix socket path */
+    atomic_int cut;    /* connections cut so far */
+    atomic_bool stop;
+    pthread_t thread;
+} cut_proxy;
+
+/* Relay one connection until the second ReadyForQuery has gone to the client; true if it got
+ * there (the cut), false if either side hung up first. */
+static bool relay_until_cut(int client, int server)
+{
+    unsigned char buf[8192], hdr[5];
+    size_t hdr_len = 0, body_left = 0;
+    int ready = 0;
+    struct pollfd p[2] = {{.fd = client, .events = POLLIN}, {.fd = server, .events = POLLIN}};
+
+    while (poll(p, 2, 5000) > 0) {
+        if (p[0].revents) {
+            ssize_t n = read(client, buf, sizeof(buf));
+            if (n <= 0 || write(server, buf, (size_t)n) != n)
+                return false;
+        }
+        if (!p[1].revents)
+            continue;
+        ssize_t n = read(server, buf, sizeof(buf)), i = 0;
+        if (n <= 0)
+            return false;
+        /* Walk the server's messages (type byte, then a length that counts itself). */
+        while (i < n && ready < 2) {
+            if (body_left > 0) {
+                size_t take = (size_t)(n - i) < body_left ? (size_t)(n - i) : body_left;
+                body_left -= take;
+                i += (ssize_t)take;
+            } else {
+                hdr[hdr_len++] = buf[i++];
+                if (hdr_len < 5)
+                    continue;
+                body_left = ((size_t)hdr[1] << 24 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 8 | hdr[4]) - 4;
+                hdr_len = 0;
+            }
+            if (body_left == 0 && hdr_len == 0 && hdr[0] == 'Z')
+                ready++;
+        }
+        if (write(client, buf, (size_t)i) != i)
+            return false;
+        if (ready == 2)
+            return true;
+    }
+    return false;
+}
+
+static void *cut_proxy_main(void *arg)
+{
+    cut_proxy *px = arg;
+    struct pollfd l = {.fd = px->listen_fd, .events = POLLIN};
+    while (!atomic_load(&px->stop)) {
+        if (poll(&l, 1, 50) <= 0)
+            continue;
+        int client = accept(px->listen_fd, NULL, NULL);
+        if (client < 0)
+            continue;
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", px->server);
+        int server = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (server >= 0 && connect(server, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+            relay_until_cut(client, server))
+            atomic_fetch_add(&px->cut, 1);
+        if (server >= 0)
+            close(server);
+        close(client);
+    }
+    return NULL;
+}
+
+/* Listen on a loopback port for connections to the server whose unix socket conninfo names. */
+static bool cut_proxy_start(cut_proxy *px, const char *conninfo)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    const char *host = NULL, *port = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+    }
+    bool unix_socket = host && host[0] == '/';
+    if (unix_socket)
+        snprintf(px->server, sizeof(px->server), "%s/.s.PGSQL.%s", host, port && *port ? port : "5432");
+    PQconninfoFree(opts);
+    if (!unix_socket)
+        return false;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    px->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (px->listen_fd < 0 || bind(px->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        listen(px->listen_fd, 8) != 0 || getsockname(px->listen_fd, (struct sockaddr *)&sa, &len) != 0)
+        return false;
+    px->port = ntohs(sa.sin_port);
+    atomic_init(&px->cut, 0);
+    atomic_init(&px->stop, false);
+    return pthread_create(&px->thread, NULL, cut_proxy_main, px) == 0;
+}
+
+static void cut_proxy_stop(cut_proxy *px)
+{
+    atomic_store(&px->stop, true);
+    pthread_join(px->thread, NULL);
+    close(px->listen_fd);
+}
+
+/* The connection ends after the type names were loaded, before the session reset's statements
+ * are prepared: fanout reports the failed connect and tries again, again and again, without
+ * crashing (db_conn_open cleared the type query's result twice on that path) or leaking. */
+static void test_connection_cut_while_connecting(void **state)
+{
+    (void)state;
+    const char *conninfo = getenv("FANOUT_TEST_DATABASE");
+    cut_proxy px = {.listen_fd = -1};
+    if (!conninfo || !cut_proxy_start(&px, conninfo)) {
+        if (px.listen_fd >= 0)
+            close(px.listen_fd);
+        skip(); /* needs the test database on a unix socket */
+    }
+    char database[1024];
+    snprintf(database, sizeof(database), "%s host=127.0.0.1 port=%d sslmode=disable gssencmode=disable", conninfo,
+             px.port);
+    static const char *const args[] = {"--workers", "1", "--reconnect-backoff-ms", "5", "--reconnect-backoff-max-ms",
+                                       "20", NULL};
+    const fx_opts opts = {.args = args, .database = database, .not_ready = true};
+    fx_server cut = {.pid = -1};
+    bool started = fx_start(&cut, &opts);
+    double deadline = fx_now() + 10 * fx_scale();
+    while (started && atomic_load(&px.cut) < 5 && fx_alive(&cut) && fx_now() < deadline)
+        fx_sleep_ms(10);
+    int cuts = atomic_load(&px.cut);
+    bool alive = started && fx_alive(&cut);
+    cut_proxy_stop(&px);
+    print_message("cut while connecting: %d connections cut after the type names\n", cuts);
+    FX_CHECK(started, "fanout did not start");
+    FX_CHECK(cuts >= 5, "only %d connections reached the cut in 10 s", cuts);
+    FX_CHECK(alive, "fanout died after a connection was cut while it connected");
+    FX_CHECK(fx_log_count(&cut, "preparing the session reset") >= 1, "the failed connect was not reported");
+    fx_response r;
+    assert_true(fx_http(cut.port, "GET", "/readyz", NULL, NULL, 0, &r));
+    FX_CHECK(r.status == 503, "/readyz %d without a database connection, want 503", r.status);
+    fx_response_free(&r);
+    assert_true(fx_stop(&cut));
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
@@ -150,6 +314,7 @@ int it_reconnect(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backends_terminated),
+        cmocka_unit_test(test_connection_cut_while_connecting),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("reconnect", tests, group_setup, group_teardown);
