@@ -358,8 +358,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
             if (round > 1)
                 qs[i].resent = true;
             if (!send_query(p, i, share, next)) {
-                broken = true;
-                nsent++; /* part of it may have gone out: read it like the others */
+                broken = true; /* counted by the loop: part of it may have gone out */
             } else if (ends) {
                 db_reset_kind kind = DB_RESET_FULL;
                 if (reset && p->open && part_shared(p, todo, nsent)) {

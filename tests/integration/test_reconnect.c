@@ -304,6 +304,101 @@ static void test_connection_cut_while_connecting(void **state)
     assert_true(fx_stop(&cut));
 }
 
+/* One batch sent to fanout on another thread (the test terminates its backend meanwhile). */
+typedef struct posted {
+    int port;
+    char *body;
+    int status;
+    json_t *doc;
+} posted;
+
+static void *post_main(void *arg)
+{
+    posted *p = arg;
+    p->doc = fx_post_json(p->port, p->body, &p->status);
+    return NULL;
+}
+
+#define SEND_CUT_SMALL 62                /* then the big one: 64 queries, a full pipeline */
+#define SEND_CUT_BIG (2 * 1024 * 1024)   /* more than a socket buffer holds */
+
+/* The connection dies while a pipeline is still being written: its first statement sleeps, so the
+ * server stops reading, and the last one carries a parameter larger than the socket's buffer, so
+ * libpq waits to send it, finds the connection closed when the backend is terminated, and the
+ * last send fails. Every query is db_unavailable, and fanout serves the next batch on a new
+ * connection. The pipeline used to count that last query as sent twice and read one past its
+ * list (make asan: "index 64 out of bounds"). */
+static void test_connection_lost_while_sending(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--max-body-bytes", "4194304", "--reconnect-backoff-ms", "5",
+                                       NULL};
+    const fx_opts opts = {.args = args};
+    fx_server one = {.pid = -1};
+    assert_true(fx_start(&one, &opts));
+
+    size_t cap = SEND_CUT_BIG + 8192;
+    char *body = malloc(cap);
+    assert_non_null(body);
+    size_t len = (size_t)snprintf(body, cap, "{\"queries\":[{\"sql\":\"SELECT pg_sleep(30) AS cut_while_sending\"}");
+    for (int i = 0; i < SEND_CUT_SMALL; i++)
+        len += (size_t)snprintf(body + len, cap - len, ",{\"sql\":\"SELECT $1::text\",\"params\":[\"x\"]}");
+    len += (size_t)snprintf(body + len, cap - len, ",{\"sql\":\"SELECT length($1::text)\",\"params\":[\"");
+    memset(body + len, 'z', SEND_CUT_BIG);
+    len += SEND_CUT_BIG;
+    snprintf(body + len, cap - len, "\"]}]}");
+
+    posted post = {.port = one.port, .body = body};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, post_main, &post), 0);
+    /* The sleep has started: the server reads no more, and libpq is left writing. */
+    char *pid = NULL;
+    double deadline = fx_now() + 10 * fx_scale();
+    while (!pid && fx_now() < deadline) {
+        pid = fx_sql_value(true, "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND "
+                                 "query = 'SELECT pg_sleep(30) AS cut_while_sending'", 0, NULL);
+        if (!pid)
+            fx_sleep_ms(10);
+    }
+    if (pid) {
+        fx_sleep_ms(100);
+        const char *params[] = {pid};
+        char *killed = fx_sql_value(true, "SELECT pg_terminate_backend($1::int)", 1, params);
+        FX_CHECK(killed && strcmp(killed, "t") == 0, "could not terminate backend %s", pid);
+        free(killed);
+    }
+    pthread_join(thread, NULL);
+    free(body);
+    FX_CHECK(pid != NULL, "the batch's sleep never showed in pg_stat_activity");
+    free(pid);
+    FX_CHECK(fx_alive(&one), "fanout died when the connection was lost while it sent a pipeline");
+    if (post.status != 200)
+        fx_print_json("reply", post.doc);
+    FX_CHECK(post.status == 200, "status %d, want 200", post.status);
+    FX_EXPECT_LEN(post.doc, "results", SEND_CUT_SMALL + 2);
+    for (int i = 0; i < SEND_CUT_SMALL + 2; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "results.%d.error.code", i);
+        FX_EXPECT_STR(post.doc, path, "db_unavailable");
+    }
+    json_decref(post.doc);
+    FX_CHECK(fx_log_count(&one, "database connection lost") >= 1, "the lost connection was not reported");
+
+    /* And it goes on, on a new connection. */
+    bool served = false;
+    deadline = fx_now() + RECOVERY_S * fx_scale();
+    while (!served && fx_now() < deadline) {
+        int status = 0;
+        json_t *doc = fx_post_json(one.port, "{\"queries\":[{\"sql\":\"SELECT 1\"}]}", &status);
+        served = status == 200 && json_is_integer(fx_at(doc, "results.0.rows.0.0"));
+        json_decref(doc);
+        if (!served)
+            fx_sleep_ms(20);
+    }
+    FX_CHECK(served, "no successful batch within %d s of losing the connection", RECOVERY_S * fx_scale());
+    assert_true(fx_stop(&one));
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
@@ -315,6 +410,7 @@ int it_reconnect(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backends_terminated),
         cmocka_unit_test(test_connection_cut_while_connecting),
+        cmocka_unit_test(test_connection_lost_while_sending),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("reconnect", tests, group_setup, group_teardown);
