@@ -58,6 +58,9 @@ typedef struct worker {
     uint64_t running_seq;    /* run number of the job it is running; 0 between jobs */
     uint64_t next_seq;       /* run numbers handed out (worker thread only) */
     atomic_bool exited;      /* its thread has returned */
+    svc_queue_slot slot;     /* its hold on the queue's limit while it runs quick jobs (the
+                                queue's lock); in here, not on its stack, since the queue
+                                lists it: given back (svc_queue_leave) when the thread ends */
 } worker;
 
 struct svc_pool {
@@ -389,7 +392,6 @@ static void *worker_main(void *arg)
     bool lost_before = false; /* the next connect is a reconnect */
     size_t depth = (size_t)p->settings->pipeline_depth;
     svc_job *jobs[DB_PIPELINE_MAX], *claimed[DB_PIPELINE_MAX];
-    svc_queue_slot slot = {.held = false}; /* held while it runs quick jobs */
 
     if (depth > DB_PIPELINE_MAX)
         depth = DB_PIPELINE_MAX;
@@ -406,7 +408,7 @@ static void *worker_main(void *arg)
         }
         bool closed = false;
         size_t n = svc_queue_pop_run(p->queue, IDLE_CHECK_MS, &closed, (void **)jobs, depth,
-                                     joins_pipeline, &slot);
+                                     joins_pipeline, &w->slot);
         if (n == 0) {
             if (closed)
                 break;
@@ -442,6 +444,9 @@ static void *worker_main(void *arg)
     }
     if (conn)
         drop_connection(w, &conn);
+    /* It may leave holding its slot (its connection was lost after a run of quick jobs, and
+     * it stopped while reconnecting): the others may still drain the queue. */
+    svc_queue_leave(p->queue, &w->slot);
     atomic_store(&w->exited, true);
     return NULL;
 }

@@ -103,6 +103,13 @@ static void unhold(svc_queue *q, svc_queue_slot *s)
     s->held = false;
 }
 
+void svc_queue_leave(svc_queue *q, svc_queue_slot *slot)
+{
+    pthread_mutex_lock(&q->lock);
+    unhold(q, slot);
+    pthread_mutex_unlock(&q->lock);
+}
+
 /* How many more consumers may take limited items now (lock held): the limit less the slots
  * held and not yet stale. */
 static size_t room(const svc_queue *q, long long now)

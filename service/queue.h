@@ -27,6 +27,10 @@ typedef struct svc_queue_slot {
 
 svc_queue *svc_queue_new(size_t capacity);
 
+/* A consumer that stops for good gives its slot back: the limit no longer counts it, and the
+ * queue no longer points at it (before the memory holding the slot goes). */
+void svc_queue_leave(svc_queue *q, svc_queue_slot *slot);
+
 /*
  * Before the first push: at most `limit` consumers at once run items that `limited` says are
  * limited. A push of limited items wakes idle consumers only while fewer hold a slot; the items

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "service/queue.h"
@@ -155,6 +156,37 @@ static void test_limit_holds_back_a_second_consumer(void **state)
     svc_queue_free(q);
 }
 
+/* A consumer that stops while it holds the only slot (a worker whose connection was lost after
+ * a run of quick jobs, stopping while it reconnects) gives it back: the next takes limited items
+ * at once, and the queue's list of held slots no longer reaches the one that left (build/asan
+ * would see a read of freed memory when the next pop counts the slots). */
+static void test_leaving_gives_the_slot_back(void **state)
+{
+    (void)state;
+    static long items[] = {1, 3};
+    svc_queue *q = svc_queue_new(16);
+    svc_queue_slot *a = calloc(1, sizeof(*a)), b = {.held = false};
+    void *got[2];
+    bool closed;
+
+    assert_non_null(a);
+    svc_queue_limit(q, 1, 60000, odd_is_limited); /* never stale within the test */
+    assert_true(svc_queue_push_all(q, items, sizeof(long), 2, SIZE_MAX));
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, a), 1);
+    assert_true(a->held);
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &b), 0); /* held back */
+    svc_queue_leave(q, a);
+    assert_false(a->held);
+    free(a);
+    assert_int_equal(svc_queue_pop_run(q, 0, &closed, got, 1, NULL, &b), 1);
+    assert_ptr_equal(got[0], &items[1]);
+    assert_true(b.held);
+    svc_queue_leave(q, &b);
+    svc_queue_leave(q, &b); /* twice, or never held: nothing to give back */
+    assert_false(b.held);
+    svc_queue_free(q);
+}
+
 /* A consumer blocked in a pop is woken for limited items only while the limit has room, and
  * holds the slot from then on; svc_queue_kick wakes one once the holder's slot is stale. */
 typedef struct blocked {
@@ -253,6 +285,7 @@ int main(void)
         cmocka_unit_test(test_close_drains_then_stops),
         cmocka_unit_test(test_threads_lose_nothing),
         cmocka_unit_test(test_limit_holds_back_a_second_consumer),
+        cmocka_unit_test(test_leaving_gives_the_slot_back),
         cmocka_unit_test(test_limit_wakes_only_with_room),
         cmocka_unit_test(test_spare_items_are_shared_out),
     };
