@@ -560,8 +560,10 @@ static void run_cancel(void *arg)
     pthread_mutex_lock(&r->w->cancel_lock);
     /* Only if the worker is still on that very job: never cancel its next one. (In a run of
      * several batches it may land on another batch's statement: db_exec_pipeline sends that
-     * again.) */
-    if (r->w->running_seq == r->seq && r->w->cancel &&
+     * again.) Run number 0 is a job failed without the database (fail_queued_while_down): it
+     * has no statement, and 0 is also what running_seq says between runs, when a session
+     * reset may be on the wire. */
+    if (r->seq != 0 && r->w->running_seq == r->seq && r->w->cancel &&
         !PQcancel(r->w->cancel, errbuf, sizeof(errbuf)))
         svc_log_warn("%sworker %d: cancel request failed: %s", r->w->pool->label, r->w->id,
                      errbuf);

@@ -16,7 +16,8 @@ typedef struct svc_queue svc_queue;
 
 /*
  * A consumer's hold on one of the queue's limited slots (svc_queue_limit). Owned by the consumer
- * (a worker keeps one for its life); every field belongs to the queue's lock.
+ * (a worker keeps one for its life and gives it back with svc_queue_leave when it stops); every
+ * field belongs to the queue's lock.
  */
 typedef struct svc_queue_slot {
     bool held;                   /* counted against the limit */
