@@ -251,7 +251,7 @@ static bool read_query(pipe *p, int i)
  * in a read-only pipeline) failed before it ran, or when it was refused as a write in a shared
  * one (it would have run alone), unless the pipeline is read-only: then that is its answer. And
  * in round 1 of several parts when a cancel stopped it that was not meant for it (another
- * batch's deadline): read-only, it changed nothing. */
+ * batch's deadline): its transaction rolled back, so it changed nothing. */
 static bool must_resend(pipe *p, int i)
 {
     const PGresult *last = p->rds[i].last, *own = p->rds[i].error_from;
@@ -260,6 +260,12 @@ static bool must_resend(pipe *p, int i)
     if (p->round == 1 && code && strcmp(code, "25P02") == 0)
         return true; /* in_failed_sql_transaction: a failed block's sync went ahead of it */
     code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
+    /* Cancelled, in a run of several batches' quick reads, by a deadline that was not its own:
+     * it stopped and its transaction rolled back, shared or not (a query whose statement was
+     * prepared in this pipeline has a sync of its own), so it goes out again. */
+    if (p->nparts > 1 && p->round == 1 && code && strcmp(code, "57014") == 0 && p->hooks &&
+        p->hooks->query_wanted && p->hooks->query_wanted(p->hooks->arg, i))
+        return true; /* query_canceled */
     if (!p->sq[i].shared && !p->sq[i].opens)
         return false;
     if (PQresultStatus(last) == PGRES_PIPELINE_ABORTED)
@@ -269,9 +275,6 @@ static bool must_resend(pipe *p, int i)
         db_stmts_mark_writes(p->stmts, p->sq[i].name); /* read_only_sql_transaction */
         return true;
     }
-    if (p->nparts > 1 && p->round == 1 && code && strcmp(code, "57014") == 0 && p->hooks &&
-        p->hooks->query_wanted && p->hooks->query_wanted(p->hooks->arg, i))
-        return true; /* query_canceled */
     return false;
 }
 

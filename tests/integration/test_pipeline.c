@@ -322,6 +322,59 @@ static void test_deadline_in_a_pipeline_of_batches(void **state)
     FX_CHECK(took < 3.0 * fx_scale(), "the batches behind the blocked one waited %.3f s", took);
 }
 
+/* Another batch's deadline lands on this batch's statement in a shared pipeline, one that had
+ * a sync of its own (its statement was prepared in that pipeline, after a client's DEALLOCATE
+ * ALL): it changed nothing, so it goes out again; its client, which set no deadline, must not
+ * get 57014 (canceling statement due to user request). */
+static void test_cancel_meant_for_another_batch(void **state)
+{
+    static const char *const blocked_body =
+        "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS waited\",\"params\":[\"4263\"]}]}";
+    char timed_body[160];
+    fx_conn busy, blocked, timed;
+    (void)state;
+
+    /* its deadline passes while the other waits for the lock */
+    snprintf(timed_body, sizeof(timed_body),
+             "{\"timeout_ms\":%d,\"queries\":[{\"sql\":\"SELECT pg_backend_pid() AS timed\"}]}",
+             (int)(300 * fx_scale()) + 400);
+    for (int i = 0; i < 20; i++) { /* now they are known to be quick (a mean: enough runs) */
+        json_decref(FX_BATCH(one.port, blocked_body));
+        json_decref(FX_BATCH(one.port, timed_body));
+    }
+    /* and no longer prepared on the connection: the blocked one goes with its Parse */
+    json_decref(FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"DEALLOCATE ALL\"}]}"));
+    PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    PQclear(PQexec(admin, "SELECT pg_advisory_lock(4263)"));
+    double batched = fx_metric(one.port, BATCHED);
+    occupy_the_worker(&busy, 0.3);
+    assert_true(fx_conn_post_batch(&blocked, one.port, blocked_body));
+    fx_sleep_ms(5);
+    assert_true(fx_conn_post_batch(&timed, one.port, timed_body));
+    fx_response r;
+    assert_true(fx_conn_read(&timed, false, &r));
+    FX_CHECK(strstr(r.body, "\"timeout\"") != NULL, "the batch with the deadline: %s", r.body);
+    fx_response_free(&r);
+    fx_sleep_ms((int)(300 * fx_scale())); /* the cancel goes out from another thread: let it land */
+    PQclear(PQexec(admin, "SELECT pg_advisory_unlock(4263)"));
+    PQfinish(admin);
+    assert_true(fx_conn_read(&blocked, false, &r));
+    json_t *doc = json_loads(r.body, 0, NULL);
+    FX_CHECK(r.status == 200 && doc, "the blocked batch: status %d: %s", r.status, r.body);
+    if (fx_at(doc, "results.0.error") != NULL)
+        fx_print_json("the blocked batch", doc);
+    FX_CHECK(fx_at(doc, "results.0.error") == NULL, "the batch without a deadline got an error");
+    FX_EXPECT_LEN(doc, "results.0.rows", 1);
+    json_decref(doc);
+    fx_response_free(&r);
+    fx_conn_close(&blocked);
+    fx_conn_close(&timed);
+    free_the_worker(&busy);
+    FX_CHECK(fx_metric(one.port, BATCHED) - batched >= 2,
+             "the batches did not share a pipeline: the test proves nothing");
+}
+
 /* A deadline that lands inside a pipeline: the statement that finished keeps its result, the
  * reply says timeout for the others at the deadline, the server stops them, and the connection
  * serves the next batch clean. */
@@ -814,6 +867,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
         cmocka_unit_test(test_batches_share_a_pipeline_apart),
         cmocka_unit_test(test_deadline_in_a_pipeline_of_batches),
+        cmocka_unit_test(test_cancel_meant_for_another_batch),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_new_column_type_in_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
