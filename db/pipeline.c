@@ -35,7 +35,7 @@ typedef struct sent {
     bool live;                   /* it went out and its reader holds what came back */
     bool dealloc;                /* a DEALLOCATE of an evicted statement went first (own sync) */
     bool parse;                  /* its statement's Parse went with it */
-    bool parse_failed;           /* ... and failed */
+    bool unmade;                 /* ... and did not make it: it failed, or was skipped */
     int parsed_by;               /* the query whose Parse made its statement in this pipeline
                                     (itself when parse); -1: prepared before */
     bool opens;                  /* the read-only opener went first: a shared transaction starts */
@@ -221,8 +221,10 @@ static bool read_query(pipe *p, int i)
     if (sq[i].parse) {
         PGresult *res = db_read_command(pg);
         ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_PIPELINE_ABORTED) /* skipped: the query comes back aborted too */
+        if (st == PGRES_PIPELINE_ABORTED) { /* skipped: the query comes back aborted too */
             db_stmts_forget(p->stmts, sq[i].name);
+            sq[i].unmade = true;
+        }
         if (st == PGRES_COMMAND_OK || st == PGRES_PIPELINE_ABORTED)
             PQclear(res);
         else
@@ -233,10 +235,13 @@ static bool read_query(pipe *p, int i)
     if (parse_error) {
         PQclear(rd->last); /* PGRES_PIPELINE_ABORTED: the Parse's error says why */
         rd->last = parse_error;
-        sq[i].parse_failed = true;
+        sq[i].unmade = true;
         db_stmts_forget(p->stmts, sq[i].name);
-    } else if (sq[i].parsed_by >= 0 && sq[sq[i].parsed_by].parse_failed) {
-        rd->error_from = p->rds[sq[i].parsed_by].last; /* the same text, the same Parse error */
+    } else if (sq[i].parsed_by >= 0 && sq[i].parsed_by != i && sq[sq[i].parsed_by].unmade) {
+        /* Its statement was never made, so it did not run (its 26000 says nothing of the
+         * cache): that query's error is its own (the same text, the same Parse error), or it
+         * goes again with that query (must_resend). */
+        rd->error_from = p->rds[sq[i].parsed_by].last;
     } else if (sq[i].name[0] && PQresultStatus(rd->last) == PGRES_FATAL_ERROR) {
         const char *code = PQresultErrorField(rd->last, PG_DIAG_SQLSTATE);
         if (code && strcmp(code, "26000") == 0)
@@ -247,24 +252,37 @@ static bool read_query(pipe *p, int i)
     return PQstatus(pg) == CONNECTION_OK && (!sq[i].syncs || db_read_sync(pg));
 }
 
+/* In round 1 of several parts, did a cancel (code) stop query i that was not meant for it
+ * (another batch's deadline)? */
+static bool cancelled_for_another(pipe *p, int i, const char *code)
+{
+    return p->nparts > 1 && p->round == 1 && code && strcmp(code, "57014") == 0 && p->hooks &&
+           p->hooks->query_wanted && p->hooks->query_wanted(p->hooks->arg, i);
+}
+
 /* Must query i go out again? Yes when the read-only transaction it was in (shared, or its own
  * in a read-only pipeline) failed before it ran, or when it was refused as a write in a shared
  * one (it would have run alone), unless the pipeline is read-only: then that is its answer. And
  * in round 1 of several parts when a cancel stopped it that was not meant for it (another
- * batch's deadline): its transaction rolled back, so it changed nothing. */
+ * batch's deadline): its transaction rolled back, so it changed nothing. And when the statement
+ * it executes was never made (it did not run either) and the query that was to make it goes
+ * again, or a cancel stopped that one's Parse: not its own text's fault. */
 static bool must_resend(pipe *p, int i)
 {
     const PGresult *last = p->rds[i].last, *own = p->rds[i].error_from;
     const char *code = PQresultErrorField(own ? own : last, PG_DIAG_SQLSTATE);
+    int by = p->sq[i].parsed_by;
 
+    if (by >= 0 && by != i && p->sq[by].unmade &&
+        (p->sq[by].resend || cancelled_for_another(p, i, code)))
+        return true;
     if (p->round == 1 && code && strcmp(code, "25P02") == 0)
         return true; /* in_failed_sql_transaction: a failed block's sync went ahead of it */
     code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
     /* Cancelled, in a run of several batches' quick reads, by a deadline that was not its own:
      * it stopped and its transaction rolled back, shared or not (a query whose statement was
      * prepared in this pipeline has a sync of its own), so it goes out again. */
-    if (p->nparts > 1 && p->round == 1 && code && strcmp(code, "57014") == 0 && p->hooks &&
-        p->hooks->query_wanted && p->hooks->query_wanted(p->hooks->arg, i))
+    if (cancelled_for_another(p, i, code))
         return true; /* query_canceled */
     if (!p->sq[i].shared && !p->sq[i].opens)
         return false;

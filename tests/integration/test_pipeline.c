@@ -685,6 +685,13 @@ static void test_a_lone_slow_select_that_writes(void **state)
     FX_CHECK(resent == 1, "%s grew by %.0f over %d runs, want 1", RESENT, resent, RUNS);
 }
 
+/* it_pipe_drop_opener(1) drops fanout's openers, as a client's function may; (0) does not. */
+#define DROP_OPENER                                                                                \
+    "CREATE OR REPLACE FUNCTION it_pipe_drop_opener(int) RETURNS int "                             \
+    "LANGUAGE plpgsql AS $$ BEGIN IF $1 = 1 THEN "                                                 \
+    "EXECUTE 'DEALLOCATE fanout_read_only'; "                                                      \
+    "EXECUTE 'DEALLOCATE fanout_begin'; END IF; RETURN $1; END $$"
+
 /* A query that drops fanout's openers (a function's DEALLOCATE) makes the pipeline's next
  * read-only transaction fail at its opener: the queries in it go out again, their rows come
  * back, and the next batch finds fanout's statements prepared again. Read-write (the queries
@@ -708,11 +715,7 @@ static void test_dropped_opener(void **state)
     (void)state;
 
     assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_o; CREATE TABLE it_pipe_o (v int); "
-                                "GRANT ALL ON it_pipe_o TO PUBLIC; "
-                                "CREATE OR REPLACE FUNCTION it_pipe_drop_opener(int) RETURNS int "
-                                "LANGUAGE plpgsql AS $$ BEGIN IF $1 = 1 THEN "
-                                "EXECUTE 'DEALLOCATE fanout_read_only'; "
-                                "EXECUTE 'DEALLOCATE fanout_begin'; END IF; RETURN $1; END $$"));
+                                "GRANT ALL ON it_pipe_o TO PUBLIC; " DROP_OPENER));
     for (int read_only = 0; read_only < 2; read_only++) {
         const char *name = read_only ? "read-only" : "read-write";
         int want_resent = 2; /* rw: b and c behind the INSERT; ro: fresh and a */
@@ -747,6 +750,58 @@ static void test_dropped_opener(void **state)
                      name, round, RESENT, resent, drop ? want_resent : 0);
         }
     }
+}
+
+/* Two batches in one pipeline use a statement new to the connection: the read-only one's query
+ * makes it (its Parse), the other's reuses it (a bare Bind and Execute, its own sync). A dropped
+ * opener fails the first's transaction before its Parse: that query goes out again, and so must
+ * the other, whose statement never existed; both come back with their rows. Fails if the second
+ * reports 26000 (prepared statement does not exist) for a query that never ran. */
+static void test_statement_made_by_a_query_that_goes_again(void **state)
+{
+    static const char maker[] =
+        "{\"read_only\":true,\"queries\":["
+        "{\"sql\":\"SELECT it_pipe_drop_opener($1::int) AS d\",\"params\":[\"%d\"]},"
+        "{\"sql\":\"SELECT $1::int AS made\",\"params\":[\"2\"]}]}";
+    static const char user[] = "{\"queries\":[{\"sql\":\"SELECT $1::int AS made\",\"params\":[\"3\"]}]}";
+    char req[512];
+    fx_conn busy, x, y;
+    fx_response rx, ry;
+    (void)state;
+
+    assert_true(fx_sql_ok(true, DROP_OPENER));
+    snprintf(req, sizeof(req), maker, 0);
+    warm_up(one.port, req, 2); /* known quick: the two batches may share a pipeline */
+    warm_up(one.port, user, 2);
+    /* and new to the connection again (the reset notices and the cache starts over) */
+    json_t *doc = FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"DEALLOCATE ALL\"}]}");
+    FX_EXPECT_STR(doc, "results.0.command", "DEALLOCATE");
+    json_decref(doc);
+    double batched = fx_metric(one.port, BATCHED), resent = fx_metric(one.port, RESENT);
+    occupy_the_worker(&busy, 0.5);
+    snprintf(req, sizeof(req), maker, 1);
+    assert_true(fx_conn_post_batch(&x, one.port, req));
+    fx_sleep_ms(5);
+    assert_true(fx_conn_post_batch(&y, one.port, user));
+    assert_true(fx_conn_read(&x, false, &rx));
+    assert_true(fx_conn_read(&y, false, &ry));
+    free_the_worker(&busy);
+    json_t *dx = json_loads(rx.body, 0, NULL), *dy = json_loads(ry.body, 0, NULL);
+    FX_CHECK(rx.status == 200 && dx, "the maker: status %d: %s", rx.status, rx.body);
+    FX_CHECK(ry.status == 200 && dy, "the user: status %d: %s", ry.status, ry.body);
+    FX_EXPECT_INT(dx, "results.0.rows.0.0", 1);
+    FX_EXPECT_INT(dx, "results.1.rows.0.0", 2);
+    FX_EXPECT_INT(dy, "results.0.rows.0.0", 3);
+    json_decref(dx);
+    json_decref(dy);
+    fx_response_free(&rx);
+    fx_response_free(&ry);
+    fx_conn_close(&x);
+    fx_conn_close(&y);
+    batched = fx_metric(one.port, BATCHED) - batched;
+    resent = fx_metric(one.port, RESENT) - resent;
+    FX_CHECK(batched >= 2, "the two batches did not share a pipeline: the test proves nothing");
+    FX_CHECK(resent == 2, "%s grew by %.0f, want 2 (the maker and the user)", RESENT, resent);
 }
 
 /* A read-only batch is pipelined too: its queries share one read-only transaction, and a
@@ -864,6 +919,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_a_lone_slow_select_that_writes),
         cmocka_unit_test(test_read_only_batch_pipelines),
         cmocka_unit_test(test_dropped_opener),
+        cmocka_unit_test(test_statement_made_by_a_query_that_goes_again),
         cmocka_unit_test(test_session_reset_behind_the_pipeline),
         cmocka_unit_test(test_batches_share_a_pipeline_apart),
         cmocka_unit_test(test_deadline_in_a_pipeline_of_batches),
