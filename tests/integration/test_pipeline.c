@@ -21,6 +21,10 @@
 #include "tests/integration/groups.h"
 #include "tests/integration/harness.h"
 
+/* Runs that teach fanout a statement is quick: svc_speed keeps a running mean (an eighth a run),
+ * and a slow first run (the Parse, a busy host) takes a dozen quick ones to fall under 2 ms; with
+ * 2 or 3, the batches of a test sometimes did not share a pipeline. */
+#define WARM_RUNS 20
 #define PIPELINED "fanout_pipelined_queries_total"
 #define RESENT "fanout_pipeline_resent_total"
 
@@ -81,7 +85,7 @@ static void test_quick_statements_share_a_round_trip(void **state)
     char *body = repeat_batch("SELECT pg_backend_pid() AS pid, $1::int AS n", N);
     (void)state;
 
-    for (int warm = 0; warm < 3; warm++) /* fanout learns the statement is quick */
+    for (int warm = 0; warm < WARM_RUNS; warm++) /* fanout learns the statement is quick */
         json_decref(FX_BATCH(four.port, body));
     double before = fx_metric(four.port, PIPELINED);
     json_t *doc = FX_BATCH(four.port, body);
@@ -217,7 +221,7 @@ static void test_batches_share_a_pipeline_apart(void **state)
     fx_conn busy, c[K];
     (void)state;
 
-    for (int round = 0; round < 2; round++) /* now they are known to be quick */
+    for (int round = 0; round < WARM_RUNS; round++) /* now they are known to be quick */
         for (int i = 0; i < 4; i++) {
             int status = 0;
             json_t *doc = fx_post_json(one.port, bodies[i], &status);
@@ -277,7 +281,7 @@ static void test_deadline_in_a_pipeline_of_batches(void **state)
              "\"params\":[\"4260\"]}]}",
              (int)(300 * fx_scale()) + 400);
 
-    for (int i = 0; i < 2; i++) { /* now they are known to be quick */
+    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
         json_decref(FX_BATCH(one.port, free_body));
         json_decref(FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1)\","
                                        "\"params\":[\"4262\"]}]}"));
@@ -338,7 +342,7 @@ static void test_cancel_meant_for_another_batch(void **state)
     snprintf(timed_body, sizeof(timed_body),
              "{\"timeout_ms\":%d,\"queries\":[{\"sql\":\"SELECT pg_backend_pid() AS timed\"}]}",
              (int)(300 * fx_scale()) + 400);
-    for (int i = 0; i < 20; i++) { /* now they are known to be quick (a mean: enough runs) */
+    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
         json_decref(FX_BATCH(one.port, blocked_body));
         json_decref(FX_BATCH(one.port, timed_body));
     }
@@ -466,7 +470,7 @@ static void test_quick_reads_share_a_read_only_transaction(void **state)
     char *body = repeat_batch(RO_PROBE, N);
     (void)state;
 
-    warm_up(one.port, body, 3);
+    warm_up(one.port, body, WARM_RUNS);
     json_t *doc = FX_BATCH(one.port, body);
     FX_EXPECT_LEN(doc, "results", N);
     expect_one_read_only_transaction(doc, N);
@@ -494,7 +498,7 @@ static void test_failure_in_a_shared_transaction_stays_its_own(void **state)
                                 "%s{\"sql\":\"SELECT 840 / $1::int AS v\",\"params\":[\"%d\"]}",
                                 i ? "," : "", i + 1);
     snprintf(body + len, sizeof(body) - len, "]}");
-    warm_up(one.port, body, 3);
+    warm_up(one.port, body, WARM_RUNS);
     char *zero = strstr(body, "\"3\""); /* query ZERO's parameter */
     assert_non_null(zero);
     zero[1] = '0';
@@ -552,7 +556,7 @@ static void test_failed_block_ahead_of_a_new_statement(void **state)
 
     long warnings = server_warnings();
     snprintf(body, sizeof(body), fmt, 2, 0);
-    warm_up(one.port, body, 3);
+    warm_up(one.port, body, WARM_RUNS);
     double reconnects = fx_metric(one.port, "fanout_db_reconnects_total");
     for (int run = 1; run <= 3; run++) {
         snprintf(body, sizeof(body), fmt, 0, run); /* a text the connection has not prepared */
@@ -590,7 +594,7 @@ static void test_reset_after_a_failed_shared_transaction(void **state)
     (void)state;
 
     snprintf(body, sizeof(body), fmt, 1);
-    warm_up(one.port, body, 3);
+    warm_up(one.port, body, WARM_RUNS);
     snprintf(body, sizeof(body), fmt, 0);
     double before = fx_metric(one.port, RESENT);
     json_t *doc = FX_BATCH(one.port, body);
@@ -719,7 +723,7 @@ static void test_dropped_opener(void **state)
     for (int read_only = 0; read_only < 2; read_only++) {
         const char *name = read_only ? "read-only" : "read-write";
         int want_resent = 2; /* rw: b and c behind the INSERT; ro: fresh and a */
-        for (int warm = 0; warm < 3; warm++) {
+        for (int warm = 0; warm < (read_only ? 3 : WARM_RUNS); warm++) { /* ro: fresh texts */
             if (read_only)
                 snprintf(req, sizeof(req), ro, 0, 100 + warm);
             else
@@ -771,8 +775,8 @@ static void test_statement_made_by_a_query_that_goes_again(void **state)
 
     assert_true(fx_sql_ok(true, DROP_OPENER));
     snprintf(req, sizeof(req), maker, 0);
-    warm_up(one.port, req, 2); /* known quick: the two batches may share a pipeline */
-    warm_up(one.port, user, 2);
+    warm_up(one.port, req, WARM_RUNS); /* known quick: the two batches may share a pipeline */
+    warm_up(one.port, user, WARM_RUNS);
     /* and new to the connection again (the reset notices and the cache starts over) */
     json_t *doc = FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"DEALLOCATE ALL\"}]}");
     FX_EXPECT_STR(doc, "results.0.command", "DEALLOCATE");
@@ -823,7 +827,7 @@ static void test_read_only_batch_pipelines(void **state)
                                 "{\"sql\":\"" RO_PROBE "\",\"params\":[\"%d\"]},", i);
     snprintf(body + len, sizeof(body) - len,
              "{\"sql\":\"SELECT it_pipe_ro_add($1::int) AS v\",\"params\":[\"7\"]}]}");
-    warm_up(one.port, body, 3);
+    warm_up(one.port, body, WARM_RUNS);
     double pipelined = fx_metric(one.port, PIPELINED), resent = fx_metric(one.port, RESENT);
     json_t *doc = FX_BATCH(one.port, body);
     FX_CHECK(fx_metric(one.port, PIPELINED) - pipelined == N + 1, "the read-only batch was not pipelined");
