@@ -188,6 +188,7 @@ void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req
         f->live->prev_live = b;
     f->live = b;
     f->running++;
+    f->changed(f->changed_arg);
 }
 
 void svc_flight_done(svc_batch *b, void *arg)

@@ -25,8 +25,8 @@ struct event_base;
 struct evhttp_request;
 typedef struct svc_flight svc_flight;
 
-/* changed(arg) runs whenever a batch is replied to or a reply finishes writing (shutdown
- * watches the counts). */
+/* changed(arg) runs whenever a batch is accepted or replied to or a reply finishes writing
+ * (shutdown watches the counts). */
 svc_flight *svc_flight_new(struct event_base *base, svc_metrics *metrics,
                            void (*changed)(void *arg), void *arg);
 /* Take over desc and req: queue the batch on pool, or refuse it at once with 503 (overloaded or

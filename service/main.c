@@ -77,13 +77,19 @@ static struct timeval ms_to_tv(int ms)
 /*
  * During shutdown, stop the loop once every accepted batch has been replied to and the replies
  * written; a write to a stalled client may never complete, so after the last reply wait at most
- * the grace period for the writes.
+ * the grace period for the writes. A batch accepted meanwhile (a keep-alive client's next
+ * request) holds the grace period off: stopping the loop under it would leave its client with no
+ * reply at all, and shutdown_timeout_ms still bounds it. Its reply starts the grace period anew.
  */
 static void maybe_finish_shutdown(void *arg)
 {
     app *a = arg;
-    if (a->signals == 0 || svc_flight_running(a->flight) > 0)
+    if (a->signals == 0)
         return;
+    if (svc_flight_running(a->flight) > 0) {
+        event_del(a->grace);
+        return;
+    }
     if (svc_flight_unsent(a->flight) == 0) {
         event_base_loopbreak(a->base);
     } else if (!event_pending(a->grace, EV_TIMEOUT, NULL)) {

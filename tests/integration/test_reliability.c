@@ -1,7 +1,8 @@
 /*
  * When things go wrong: batch deadlines with the query really cancelled on the server, a client
  * that leaves mid-batch, overload, the database going away and coming back (also before fanout
- * starts), a frozen database (SIGSTOP), and SIGTERM with a batch in flight.
+ * starts), a frozen database (SIGSTOP), and SIGTERM with a batch in flight or a reply stuck on a
+ * client that reads nothing.
  *
  * The database tests stop and start the suite's throwaway PostgreSQL (FANOUT_TEST_PGDIR) and
  * always leave it running. Deadlines are asserted with wide margins; speed is for benchmarks.
@@ -12,11 +13,15 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -451,6 +456,121 @@ static void test_sigterm_cancels_after_shutdown_timeout(void **state)
     FX_CHECK(wait_no_active("%term-probe%", 5.0 * fx_scale()) >= 0, "query survived the shutdown");
 }
 
+/* About 30 MB of reply: far more than a loopback socket's buffers hold. */
+#define BIG_REPLY_BATCH "{\"queries\": [{\"sql\": \"SELECT repeat('x', 1000) FROM generate_series(1, 30000)\"}]}"
+
+/* POST BIG_REPLY_BATCH, tagged X-Request-Id: id, on a connection whose receive buffer is 4 KB
+ * (set before connect, so it never grows) and which the test never reads: its reply stays
+ * queued in fanout until the connection goes. */
+static bool post_to_stalled_reader(fx_conn *c, int port, const char *id)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int small = 4096;
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "X-Request-Id: %s\r\nContent-Length: %zu\r\n\r\n",
+                     id, strlen(BIG_REPLY_BATCH));
+
+    memset(c, 0, sizeof(*c));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if ((c->fd = socket(AF_INET, SOCK_STREAM, 0)) < 0 ||
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0 ||
+        connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        print_error("stalled reader: cannot connect to 127.0.0.1:%d\n", port);
+        fx_conn_close(c);
+        return false;
+    }
+    return fx_conn_send(c, head, (size_t)n) && fx_conn_send(c, BIG_REPLY_BATCH, strlen(BIG_REPLY_BATCH));
+}
+
+/* Send POST /v1/batch with body on an open (keep-alive) connection. */
+static bool send_batch(fx_conn *c, const char *body)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n",
+                     strlen(body));
+    return fx_conn_send(c, head, (size_t)n) && fx_conn_send(c, body, strlen(body));
+}
+
+/* Poll the server's log until a line holds needle; false after limit_s. */
+static bool wait_log(const fx_server *s, const char *needle, double limit_s)
+{
+    double t0 = fx_now();
+    while (fx_log_count(s, needle) < 1) {
+        if (fx_now() - t0 > limit_s) {
+            print_error("no log line with %s after %.1f s\n", needle, limit_s);
+            return false;
+        }
+        fx_sleep_ms(10);
+    }
+    return true;
+}
+
+/* Poll until the server has exited, without reaping it (fx_stop then collects its exit status
+ * and its SIGTERM reaches no process); false after limit_s. */
+static bool wait_exited(const fx_server *s, double limit_s)
+{
+    double t0 = fx_now();
+    for (;;) {
+        siginfo_t info = {0};
+        if (waitid(P_PID, (id_t)s->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == s->pid)
+            return true;
+        if (fx_now() - t0 > limit_s)
+            return false;
+        fx_sleep_ms(20);
+    }
+}
+
+/* SIGTERM with no batch running and a reply stuck on a client that reads nothing: the writes get
+ * a grace period (1 s). A keep-alive client's batch sent in that second runs past it, and is
+ * still answered (with Connection: close) before fanout exits 0; the stuck reply is given up. */
+static void test_batch_during_shutdown_grace_answered(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", "--shutdown-timeout-ms", "60000", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server s = {.pid = -1};
+    fx_conn stuck, keep;
+    fx_response r;
+    assert_true(fx_start(&s, &opts));
+    assert_true(post_to_stalled_reader(&stuck, s.port, "grace-stuck-reply"));
+    assert_true(fx_conn_post_batch(&keep, s.port, "{\"queries\": [{\"sql\": \"SELECT 1 AS one\"}]}"));
+    assert_true(fx_conn_read(&keep, false, &r));
+    FX_CHECK(r.status == 200, "first batch on the keep-alive connection: %d %s", r.status, r.body);
+    fx_response_free(&r);
+    /* The big reply is queued (its access log line is written as it is): no batch runs. */
+    assert_true(wait_log(&s, "grace-stuck-reply", 30.0 * fx_scale()));
+    kill(s.pid, SIGTERM);
+    assert_true(wait_log(&s, "shutting down", 5.0 * fx_scale()));
+    /* Well inside the grace period, and running 3 s, well past its end. */
+    double t0 = fx_now();
+    assert_true(send_batch(&keep, "{\"queries\": [{\"sql\": \"SELECT pg_sleep(3), 'late' AS late\"}]}"));
+    bool replied = fx_conn_read(&keep, false, &r);
+    double took = fx_now() - t0;
+    print_message("batch sent in the shutdown grace period: %s after %.3f s\n",
+                  replied ? "reply" : "no reply", took);
+    FX_CHECK(replied, "the batch accepted during the shutdown grace period got no reply");
+    if (replied) {
+        json_t *doc = json_loadb(r.body, r.body_len, 0, NULL);
+        const char *conn = fx_header(&r, "Connection");
+        FX_CHECK(r.status == 200, "status %d %s", r.status, r.body);
+        FX_EXPECT_STR(doc, "results.0.rows.0.1", "late");
+        FX_CHECK(conn && strcasecmp(conn, "close") == 0, "Connection: %s", conn ? conn : "(none)");
+        json_decref(doc);
+        fx_response_free(&r);
+    }
+    fx_conn_close(&keep);
+    FX_CHECK(wait_exited(&s, 20.0 * fx_scale()), "fanout still running %.0f s after the late reply",
+             20.0 * fx_scale());
+    FX_CHECK(fx_log_count(&s, "1 replies still unsent after the grace period") == 1,
+             "the stuck reply was not given up after the grace period");
+    fx_conn_close(&stuck);
+    assert_true(fx_stop(&s)); /* exit status 0 */
+}
+
 /* Bytes that are not UTF-8 in the database (a SQL_ASCII database stores them unchecked): the
  * server refuses to send them to a UTF8 client, so the query gets a clean error (22021), the
  * reply stays JSON, and the other queries keep their results. (fanout's own U+FFFD replacement
@@ -565,6 +685,7 @@ int it_reliability(void)
         cmocka_unit_test(test_refused_login_reported),
         cmocka_unit_test(test_frozen_database),
         cmocka_unit_test(test_sigterm_cancels_after_shutdown_timeout),
+        cmocka_unit_test(test_batch_during_shutdown_grace_answered),
         cmocka_unit_test(test_invalid_utf8_from_server),
         cmocka_unit_test(test_max_clients),
         cmocka_unit_test(test_second_signal_exits_at_once),
