@@ -33,11 +33,19 @@
  * connection cap and no hook on accept, so a connection is counted from its first request (a set
  * of evcon pointers, open addressing with backward-shift deletion) until its close callback;
  * one that never sends a request is closed by client_timeout_ms.
+ * The set also holds each connection's watched reply (http_server_watch_reply): evhttp serves
+ * one request at a time per connection, so there is at most one.
  */
+typedef struct conn_entry {
+    struct evhttp_connection *evcon;      /* NULL = empty slot */
+    void (*written)(void *arg, bool ok);  /* the watch on the reply being written, or NULL */
+    void *written_arg;                    /* its argument */
+} conn_entry;
+
 typedef struct conn_set {
-    struct evhttp_connection **slot; /* cap entries, NULL = empty */
-    size_t cap;                      /* a power of two, at least twice len */
-    size_t len;                      /* connections counted */
+    conn_entry *slot; /* cap entries */
+    size_t cap;       /* a power of two, at least twice len */
+    size_t len;       /* connections counted */
 } conn_set;
 
 static size_t conn_hash(const struct evhttp_connection *c, size_t cap)
@@ -51,11 +59,11 @@ static bool conn_find(const conn_set *set, const struct evhttp_connection *c, si
     if (!set->cap)
         return false;
     for (size_t h = conn_hash(c, set->cap);; h = (h + 1) & (set->cap - 1)) {
-        if (set->slot[h] == c) {
+        if (set->slot[h].evcon == c) {
             *at = h;
             return true;
         }
-        if (!set->slot[h]) {
+        if (!set->slot[h].evcon) {
             *at = h;
             return false;
         }
@@ -67,7 +75,7 @@ static bool conn_add(conn_set *set, struct evhttp_connection *c)
     size_t at;
     if ((set->len + 1) * 2 > set->cap) {
         size_t ncap = set->cap ? set->cap * 2 : 64;
-        struct evhttp_connection **old = set->slot;
+        conn_entry *old = set->slot;
         size_t ocap = set->cap;
         set->slot = calloc(ncap, sizeof(*set->slot));
         if (!set->slot) {
@@ -76,12 +84,12 @@ static bool conn_add(conn_set *set, struct evhttp_connection *c)
         }
         set->cap = ncap;
         for (size_t i = 0; i < ocap; i++)
-            if (old[i] && !conn_find(set, old[i], &at))
+            if (old[i].evcon && !conn_find(set, old[i].evcon, &at))
                 set->slot[at] = old[i];
         free(old);
     }
     if (!conn_find(set, c, &at)) {
-        set->slot[at] = c;
+        set->slot[at] = (conn_entry){.evcon = c};
         set->len++;
     }
     return true;
@@ -92,14 +100,14 @@ static void conn_remove(conn_set *set, struct evhttp_connection *c)
     size_t at;
     if (!conn_find(set, c, &at))
         return;
-    set->slot[at] = NULL;
+    set->slot[at] = (conn_entry){0};
     set->len--;
     /* Backward-shift: move later entries of the probe run into the hole. */
-    for (size_t j = (at + 1) & (set->cap - 1); set->slot[j]; j = (j + 1) & (set->cap - 1)) {
-        size_t home = conn_hash(set->slot[j], set->cap);
+    for (size_t j = (at + 1) & (set->cap - 1); set->slot[j].evcon; j = (j + 1) & (set->cap - 1)) {
+        size_t home = conn_hash(set->slot[j].evcon, set->cap);
         if (((j - home) & (set->cap - 1)) >= ((j - at) & (set->cap - 1))) {
             set->slot[at] = set->slot[j];
-            set->slot[j] = NULL;
+            set->slot[j] = (conn_entry){0};
             at = j;
         }
     }
@@ -344,10 +352,50 @@ static bool usable_request_id(const char *id)
     return n > 0;
 }
 
+/* libevent: a counted connection is closing, after an error or a timeout too. A reply still
+ * being written on it is freed without its on_complete callback (and libevent 2.1 runs no
+ * error callback for a server's request), so tell its watch here. */
 static void on_client_closed(struct evhttp_connection *evcon, void *arg)
 {
     http_server *s = arg;
+    conn_entry gone = {0};
+    size_t at;
+    if (conn_find(&s->clients, evcon, &at))
+        gone = s->clients.slot[at];
     conn_remove(&s->clients, evcon);
+    if (gone.written)
+        gone.written(gone.written_arg, false);
+}
+
+/* libevent: a watched reply has been written (req is freed after this returns). */
+static void on_reply_written(struct evhttp_request *req, void *arg)
+{
+    http_server *s = arg;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    conn_entry done;
+    size_t at;
+    if (!evcon || !conn_find(&s->clients, evcon, &at) || !s->clients.slot[at].written)
+        return;
+    done = s->clients.slot[at];
+    /* Cleared first: a reply that closes the connection runs on_client_closed next. */
+    s->clients.slot[at].written = NULL;
+    s->clients.slot[at].written_arg = NULL;
+    done.written(done.written_arg, true);
+}
+
+bool http_server_watch_reply(struct evhttp_request *req, void (*written)(void *arg, bool ok),
+                             void *arg)
+{
+    http_server *s = the_server;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    size_t at;
+    /* No connection: libevent detached the request when its client went; the reply is dropped. */
+    if (!s || !evcon || !conn_find(&s->clients, evcon, &at) || s->clients.slot[at].written)
+        return false;
+    s->clients.slot[at].written = written;
+    s->clients.slot[at].written_arg = arg;
+    evhttp_request_set_on_complete_cb(req, on_reply_written, s);
+    return true;
 }
 
 /* Count the request's connection; false when it is a new one beyond max_clients. */
@@ -578,6 +626,9 @@ void http_server_free(http_server *s)
         return;
     if (the_server == s)
         the_server = NULL;
+    /* The loop has stopped: nobody waits for the replies evhttp_free drops. */
+    for (size_t i = 0; i < s->clients.cap; i++)
+        s->clients.slot[i].written = NULL;
     if (s->http)
         evhttp_free(s->http); /* runs the close callbacks: the set empties */
     http_tls_free(s->tls); /* after the connections that used it */

@@ -81,7 +81,19 @@ void http_server_set_draining(http_server *s);
 /* Stop accepting new connections; requests on open connections are still served. */
 void http_server_stop_accepting(http_server *s);
 
-/* Close every connection and free the server (pending requests must be completed first). */
+/*
+ * Before replying to req (a request routed to a handler): call written(arg, true) once its reply
+ * has been written to the client, or written(arg, false) when the connection fails or closes
+ * first (libevent 2.1 then frees req without its on_complete callback, which this takes over).
+ * Exactly one call, on the loop thread; none once http_server_free has begun. False, and no
+ * call: req's connection is gone (its client left; the reply will be dropped unwritten) or is
+ * not counted (a probe's).
+ */
+bool http_server_watch_reply(struct evhttp_request *req, void (*written)(void *arg, bool ok),
+                             void *arg) __attribute__((warn_unused_result));
+
+/* Close every connection and free the server (pending requests must be completed first); calls
+ * no reply watch. */
 void http_server_free(http_server *s);
 
 /* Complete req with status and a JSON body (moved out of body). */

@@ -18,7 +18,7 @@ struct svc_flight {
     svc_metrics *metrics;      /* not owned */
     svc_batch *live;           /* batches not yet replied to (doubly linked) */
     int running;               /* entries in live */
-    int unsent;                /* replies queued whose write has not completed */
+    int unsent;                /* replies queued, not yet written nor lost with their connection */
     bool closed;               /* shutdown ran out of time: refuse new batches */
     void (*changed)(void *arg);
     void *changed_arg;
@@ -49,11 +49,12 @@ static void unlink_live(svc_flight *f, svc_batch *b)
     f->running--;
 }
 
-/* libevent: a reply has been written to its client. */
-static void on_written(struct evhttp_request *req, void *arg)
+/* http_server: a reply has been written to its client, or its connection went first. */
+static void on_written(void *arg, bool written)
 {
     svc_flight *f = arg;
-    (void)req;
+    if (!written)
+        svc_log_debug("reply not written: the client's connection closed or failed first");
     f->unsent--;
     f->changed(f->changed_arg);
 }
@@ -68,9 +69,7 @@ static void finish(svc_flight *f, svc_batch *b, const char *code, const char *me
     if (b->watch)
         event_del(b->watch);
     /* Nobody will read a reply to a client that left, so do not wait for its write. */
-    if (client_gone)
-        evhttp_request_set_on_complete_cb(b->req, NULL, NULL);
-    else
+    if (!client_gone && http_server_watch_reply(b->req, on_written, f))
         f->unsent++;
     uint64_t ns = svc_batch_reply(b, code, message);
     svc_metrics_batch(f->metrics, transaction, outcome, ns);
@@ -182,7 +181,6 @@ void svc_flight_submit(svc_flight *f, struct evhttp_request *req, http_batch_req
     if (!b->deadline || evtimer_add(b->deadline, &tv) != 0)
         svc_log_error("cannot arm a batch deadline; the batch ends when its queries do");
     watch_client(f, b);
-    evhttp_request_set_on_complete_cb(req, on_written, f);
     b->next_live = f->live;
     if (f->live)
         f->live->prev_live = b;

@@ -43,7 +43,7 @@ void svc_flight_done(svc_batch *b, void *arg);
 void svc_flight_expire_all(svc_flight *f, const char *code, const char *message);
 
 int svc_flight_running(const svc_flight *f); /* batches not yet replied to */
-int svc_flight_unsent(const svc_flight *f);  /* replies queued but not yet written */
+int svc_flight_unsent(const svc_flight *f);  /* replies queued, not yet written nor lost */
 
 /* After svc_pool_stop: free what is left. */
 void svc_flight_free(svc_flight *f);

@@ -571,6 +571,48 @@ static void test_batch_during_shutdown_grace_answered(void **state)
     assert_true(fx_stop(&s)); /* exit status 0 */
 }
 
+/* A client that resets its connection (SO_LINGER 0) while its reply is still being written:
+ * fanout stops counting that reply as unsent. Replies written normally, on a connection kept
+ * alive and then closed and on one closed by the reply, are counted off once. So SIGTERM finds
+ * nothing to wait for: no grace period, no "replies still unsent". */
+static void test_reset_while_reply_unsent(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "2", "--log-level", "debug", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server s = {.pid = -1};
+    fx_conn stuck, keep;
+    fx_response r;
+    assert_true(fx_start(&s, &opts));
+    assert_true(post_to_stalled_reader(&stuck, s.port, "reset-stuck-reply"));
+    assert_true(wait_log(&s, "reset-stuck-reply", 30.0 * fx_scale()));
+    fx_sleep_ms(200); /* some of the reply written, the rest waiting on the full buffers */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    FX_CHECK(setsockopt(stuck.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0, "SO_LINGER");
+    fx_conn_close(&stuck); /* RST */
+    bool noticed = wait_log(&s, "reply not written", 10.0 * fx_scale());
+
+    assert_true(fx_conn_post_batch(&keep, s.port, "{\"queries\": [{\"sql\": \"SELECT 1 AS one\"}]}"));
+    assert_true(fx_conn_read(&keep, false, &r));
+    FX_CHECK(r.status == 200, "keep-alive batch: %d %s", r.status, r.body);
+    fx_response_free(&r);
+    fx_conn_close(&keep);
+    json_t *doc = FX_BATCH(s.port, "{\"queries\": [{\"sql\": \"SELECT 2 AS two\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 2);
+    json_decref(doc);
+    fx_sleep_ms(200); /* fanout sees the keep-alive connection close */
+
+    double t0 = fx_now();
+    kill(s.pid, SIGTERM);
+    FX_CHECK(wait_exited(&s, 20.0 * fx_scale()), "fanout still running %.0f s after SIGTERM",
+             20.0 * fx_scale());
+    print_message("reset reply: exited %.3f s after SIGTERM\n", fx_now() - t0);
+    FX_CHECK(fx_log_count(&s, "still unsent") == 0, "fanout waited for a reply whose client reset");
+    FX_CHECK(noticed && fx_log_count(&s, "reply not written") == 1,
+             "%d replies reported not written, want the reset one", fx_log_count(&s, "reply not written"));
+    assert_true(fx_stop(&s)); /* exit status 0 */
+}
+
 /* Bytes that are not UTF-8 in the database (a SQL_ASCII database stores them unchecked): the
  * server refuses to send them to a UTF8 client, so the query gets a clean error (22021), the
  * reply stays JSON, and the other queries keep their results. (fanout's own U+FFFD replacement
@@ -686,6 +728,7 @@ int it_reliability(void)
         cmocka_unit_test(test_frozen_database),
         cmocka_unit_test(test_sigterm_cancels_after_shutdown_timeout),
         cmocka_unit_test(test_batch_during_shutdown_grace_answered),
+        cmocka_unit_test(test_reset_while_reply_unsent),
         cmocka_unit_test(test_invalid_utf8_from_server),
         cmocka_unit_test(test_max_clients),
         cmocka_unit_test(test_second_signal_exits_at_once),
