@@ -283,7 +283,7 @@ db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
         goto fail;
     }
     /* Built-in types (OIDs below FirstNormalObjectId) cover nearly every column: one round trip. */
-    res = PQexec(c->pg, "SELECT oid, typname FROM pg_catalog.pg_type WHERE oid < 16384");
+    res = PQexec(c->pg, "SELECT oid, typname FROM pg_catalog.pg_type WHERE oid OPERATOR(pg_catalog.<) 16384");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         snprintf(err, errlen, "loading type names: %s", PQresultErrorMessage(res));
         goto fail;
@@ -363,6 +363,11 @@ bool db_conn_in_transaction(const db_conn *c)
     return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
 
+bool db_conn_in_failed_transaction(const db_conn *c)
+{
+    return PQtransactionStatus(c->pg) == PQTRANS_INERROR;
+}
+
 const char *db_conn_type_cached(const db_conn *c, Oid type)
 {
     return type_get(c, type);
@@ -376,7 +381,12 @@ const char *db_conn_type_name(db_conn *c, Oid type)
     char oid[16];
     const char *params[1] = {oid};
     snprintf(oid, sizeof(oid), "%u", type);
-    PGresult *res = PQexecParams(c->pg, "SELECT oid, typname FROM pg_catalog.pg_type WHERE oid = $1",
+    /* Qualified operator: it may run inside a client's transaction, whose search_path can put
+     * an operator of its own ahead of pg_catalog's (a failure here would abort that
+     * transaction behind the client's back). */
+    PGresult *res = PQexecParams(c->pg,
+                                 "SELECT oid, typname FROM pg_catalog.pg_type "
+                                 "WHERE oid OPERATOR(pg_catalog.=) $1",
                                  1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) == PGRES_TUPLES_OK)
         types_load(c, res);

@@ -107,6 +107,8 @@ bool db_conn_alive(db_conn *c);
 
 /* A transaction is open (or aborted) on the connection: libpq knows without a round trip. */
 bool db_conn_in_transaction(const db_conn *c);
+/* ... and it is aborted: a statement in it failed, so COMMIT would roll it back. */
+bool db_conn_in_failed_transaction(const db_conn *c);
 
 /*
  * The connection's cancel handle (PQgetCancel, made once at connect time; NULL when libpq could

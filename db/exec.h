@@ -153,6 +153,11 @@ db_sql_kind db_sql_classify(const char *sql);
 bool db_sql_pipelinable(const char *sql); /* classify != DB_SQL_OTHER */
 bool db_sql_reads(const char *sql);       /* classify == DB_SQL_READ */
 
+/* Does the statement end a transaction block, also when it chains a new one (COMMIT, END,
+ * ROLLBACK, ABORT, with or without AND CHAIN; not ROLLBACK TO SAVEPOINT)? Lexical, like
+ * db_sql_classify. */
+bool db_sql_ends_transaction(const char *sql);
+
 /* Append {"id":..,"error":{"code":code,"message":message}} (id only when not NULL). */
 void db_result_error(db_buf *out, const char *id, const char *code, const char *message);
 

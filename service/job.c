@@ -173,9 +173,11 @@ static db_status run_transaction(run_ctx *r)
             goto not_run;
         }
         st = run_query(r, i);
-        if (st == DB_OK && !db_conn_in_transaction(r->conn)) {
+        if (st == DB_OK && (!db_conn_in_transaction(r->conn) ||
+                            db_sql_ends_transaction(d->queries[i].sql))) {
             /* COMMIT/ROLLBACK as a query ended fanout's transaction: what follows would run
-             * outside it, so stop here and say so. */
+             * outside it (or, after AND CHAIN, in another one, which fanout's COMMIT would
+             * then commit as if it were the batch), so stop here and say so. */
             db_buf_reset(&b->slots[i]);
             db_result_error(&b->slots[i], d->queries[i].id, "transaction_ended",
                             "this query ended the batch's transaction; queries before it may "
@@ -192,7 +194,16 @@ static db_status run_transaction(run_ctx *r)
         st = DB_SQL_ERROR;
         goto not_run;
     }
+    /* Aborted though every query said OK (fanout's own type lookup, say, failed in it): COMMIT
+     * answers with a ROLLBACK, which must not read as committed. */
+    bool aborted = db_conn_in_failed_transaction(r->conn);
     st = db_exec_command(r->conn, "COMMIT", &b->commit_error);
+    if (st == DB_OK && aborted) {
+        db_buf_puts(&b->commit_error, "{\"code\":\"25P02\",\"message\":\"the transaction was "
+                                      "aborted before COMMIT, which rolled it back\",\"detail\":null,"
+                                      "\"hint\":null,\"position\":null,\"constraint\":null}");
+        st = DB_SQL_ERROR;
+    }
     b->committed = st == DB_OK;
     /* Abandoned since it went COMMITTING: the deadline (or the client leaving) came during it. */
     if (b->committed && abandoned(r))

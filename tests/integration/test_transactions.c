@@ -191,6 +191,77 @@ static void test_commit_error(void **state)
     expect_connection_clean(30);
 }
 
+/* A query that ends the transaction and chains a new one (AND CHAIN) ends the batch like a plain
+ * COMMIT or ROLLBACK would: transaction_ended, the rest not run, fanout's own COMMIT never
+ * commits the chained transaction as if it were the batch. ROLLBACK TO SAVEPOINT keeps it. */
+static void test_chained_end_stops_the_batch(void **state)
+{
+    (void)state;
+    json_t *doc = FX_BATCH(srv.port, "{\"mode\":\"transaction\",\"queries\":["
+                                     "{\"sql\":\"INSERT INTO fx_tx (id) VALUES (140)\"},"
+                                     "{\"sql\":\"ROLLBACK AND CHAIN\"},"
+                                     "{\"sql\":\"INSERT INTO fx_tx (id) VALUES (141)\"}]}");
+    FX_EXPECT_BOOL(doc, "committed", false);
+    FX_EXPECT_STR(doc, "results.0.command", "INSERT");
+    FX_EXPECT_STR(doc, "results.1.error.code", "transaction_ended");
+    FX_EXPECT_STR(doc, "results.2.error.code", "not_run");
+    json_decref(doc);
+    FX_CHECK(count_rows("fx_tx", "id IN (140, 141)") == 0, "rows of a rolled-back batch are in the table");
+
+    doc = FX_BATCH(srv.port, "{\"mode\":\"transaction\",\"queries\":["
+                             "{\"sql\":\"INSERT INTO fx_tx (id) VALUES (142)\"},"
+                             "{\"sql\":\"/* c */ commit and chain\"},"
+                             "{\"sql\":\"INSERT INTO fx_tx (id) VALUES (143)\"}]}");
+    FX_EXPECT_BOOL(doc, "committed", false);
+    FX_EXPECT_STR(doc, "results.1.error.code", "transaction_ended");
+    FX_EXPECT_STR(doc, "results.2.error.code", "not_run");
+    json_decref(doc);
+    /* the client's own COMMIT committed what came before it, as the error says it may have */
+    FX_CHECK(count_rows("fx_tx", "id = 142") == 1, "the row before COMMIT AND CHAIN is not committed");
+    FX_CHECK(count_rows("fx_tx", "id = 143") == 0, "a query after COMMIT AND CHAIN ran");
+
+    doc = FX_BATCH(srv.port, "{\"mode\":\"transaction\",\"queries\":["
+                             "{\"sql\":\"SAVEPOINT s\"},"
+                             "{\"sql\":\"INSERT INTO fx_tx (id) VALUES (144)\"},"
+                             "{\"sql\":\"ROLLBACK TO SAVEPOINT s\"},"
+                             "{\"sql\":\"INSERT INTO fx_tx (id) VALUES (145)\"}]}");
+    FX_EXPECT_BOOL(doc, "committed", true);
+    FX_EXPECT_ABSENT(doc, "results.2.error");
+    json_decref(doc);
+    FX_CHECK(count_rows("fx_tx", "id IN (144, 145)") == 1 && count_rows("fx_tx", "id = 145") == 1,
+             "ROLLBACK TO SAVEPOINT did not keep the transaction");
+    expect_connection_clean(146);
+}
+
+/* fanout names a column's type with a query of its own, inside the client's transaction. A
+ * search_path that puts a client's operator ahead of pg_catalog's must not reach that query:
+ * its failure used to abort the transaction unseen (type "unknown", and COMMIT, answered with a
+ * ROLLBACK, read as committed). */
+static void test_type_lookup_in_a_clients_transaction(void **state)
+{
+    (void)state;
+    assert_true(fx_sql_ok(true, "DROP OPERATOR IF EXISTS public.= (oid, oid);"
+                                "DROP FUNCTION IF EXISTS public.fx_oideq(oid, oid);"
+                                "DROP TYPE IF EXISTS fx_mood;"
+                                "CREATE TYPE fx_mood AS ENUM ('calm');"
+                                "CREATE FUNCTION public.fx_oideq(oid, oid) RETURNS bool LANGUAGE plpgsql "
+                                "  AS $$BEGIN RAISE EXCEPTION 'not this operator'; END$$;"
+                                "CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = oid, "
+                                "  FUNCTION = public.fx_oideq)"));
+    json_t *doc = FX_BATCH(srv.port, "{\"mode\":\"transaction\",\"queries\":["
+                                     "{\"sql\":\"SET LOCAL search_path = public, pg_catalog\"},"
+                                     "{\"sql\":\"INSERT INTO fx_tx (id) VALUES (170)\"},"
+                                     "{\"sql\":\"SELECT 'calm'::fx_mood AS m\"}]}");
+    assert_true(fx_sql_ok(true, "DROP OPERATOR public.= (oid, oid); DROP FUNCTION public.fx_oideq(oid, oid)"));
+    FX_EXPECT_STR(doc, "results.2.columns.0.type", "fx_mood");
+    FX_EXPECT_STR(doc, "results.2.rows.0.0", "calm");
+    FX_EXPECT_BOOL(doc, "committed", true);
+    FX_EXPECT_ABSENT(doc, "commit_error");
+    json_decref(doc);
+    FX_CHECK(count_rows("fx_tx", "id = 170") == 1, "the batch's row is not committed");
+    expect_connection_clean(171);
+}
+
 static void test_isolation_levels(void **state)
 {
     static const struct {
@@ -312,6 +383,8 @@ int it_transactions(void)
         cmocka_unit_test(test_rollback_at_first_error),
         cmocka_unit_test(test_rollback_on_constraint),
         cmocka_unit_test(test_commit_error),
+        cmocka_unit_test(test_chained_end_stops_the_batch),
+        cmocka_unit_test(test_type_lookup_in_a_clients_transaction),
         cmocka_unit_test(test_isolation_levels),
         cmocka_unit_test(test_read_only_transaction),
         cmocka_unit_test(test_read_only_parallel),

@@ -56,6 +56,26 @@ static void test_reads_first_keyword(void **state)
             fail_msg("want not a read: %s", no[i]);
 }
 
+/* Statements that end a transaction block, chained or not; ROLLBACK TO SAVEPOINT does not. */
+static void test_ends_transaction(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {
+        "COMMIT", "commit and chain", "END", "end work", "ROLLBACK", "ROLLBACK AND CHAIN",
+        "abort", "/* c */ ROLLBACK WORK AND CHAIN", "-- c\nrollback transaction", "COMMIT;",
+    };
+    static const char *const no[] = {
+        "ROLLBACK TO s", "rollback to savepoint s", "ROLLBACK WORK TO s", "ROLLBACK TRANSACTION TO s",
+        "SELECT 1", "COMMITTED", "commit_x", "BEGIN", "SAVEPOINT s", "RELEASE s", "", "endless",
+    };
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        if (!db_sql_ends_transaction(yes[i]))
+            fail_msg("want it to end the transaction: %s", yes[i]);
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        if (db_sql_ends_transaction(no[i]))
+            fail_msg("want it not to end the transaction: %s", no[i]);
+}
+
 static void test_speed_learns_and_forgets(void **state)
 {
     (void)state;
@@ -152,6 +172,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipelinable_first_keyword),
         cmocka_unit_test(test_reads_first_keyword),
+        cmocka_unit_test(test_ends_transaction),
         cmocka_unit_test(test_speed_learns_and_forgets),
         cmocka_unit_test(test_speed_slot_collision_reads_unknown),
         cmocka_unit_test(test_stmts_lru_and_names),
