@@ -7,6 +7,7 @@
  */
 #include "db/encode.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Advance *i over decimal digits of s[0..n); returns how many there were. */
@@ -109,17 +110,40 @@ static bool positive_integer(const char *s)
     return n <= 15 && skip_digits(s, n, &i) == n;
 }
 
+/* A JSON string of text, or null; cut to DB_ERROR_TEXT_MAX bytes with "..." (see encode.h). */
+static void put_error_text(db_buf *b, const char *text)
+{
+    size_t len = text ? strlen(text) : 0, cut = DB_ERROR_TEXT_MAX - 3;
+    char *copy;
+
+    if (len <= DB_ERROR_TEXT_MAX) {
+        db_buf_json_string_or_null(b, text);
+        return;
+    }
+    while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
+        cut--; /* not inside a UTF-8 sequence */
+    copy = malloc(cut + 4);
+    if (!copy) {
+        b->oom = true;
+        return;
+    }
+    memcpy(copy, text, cut);
+    memcpy(copy + cut, "...", 4);
+    db_buf_json_string(b, copy, cut + 3);
+    free(copy);
+}
+
 void db_encode_sql_error(db_buf *b, const char *code, const char *message, const char *detail,
                          const char *hint, const char *position, const char *constraint)
 {
     db_buf_puts(b, "{\"code\":");
     db_buf_json_string_or_null(b, code ? code : "XX000");
     db_buf_puts(b, ",\"message\":");
-    db_buf_json_string_or_null(b, message ? message : "unknown error");
+    put_error_text(b, message ? message : "unknown error");
     db_buf_puts(b, ",\"detail\":");
-    db_buf_json_string_or_null(b, detail);
+    put_error_text(b, detail);
     db_buf_puts(b, ",\"hint\":");
-    db_buf_json_string_or_null(b, hint);
+    put_error_text(b, hint);
     db_buf_puts(b, ",\"position\":");
     db_buf_puts(b, positive_integer(position) ? position : "null");
     db_buf_puts(b, ",\"constraint\":");

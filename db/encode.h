@@ -50,8 +50,12 @@ void db_encode_value(db_buf *b, Oid type, const char *text, size_t len, bool isn
  * Append an error object: {"code":..,"message":..,"detail":..,"hint":..,"position":..,
  * "constraint":..}. NULL fields become null; position is a number when it is a valid positive
  * integer in text form, else null. A NULL code becomes "XX000" (internal_error) and a NULL
- * message "unknown error", so a server reply lacking them still yields a usable object.
+ * message "unknown error", so a server reply lacking them still yields a usable object. A
+ * message, detail or hint longer than DB_ERROR_TEXT_MAX bytes is cut there (at a character
+ * boundary) and ends in "...": the server quotes input in them (a 5 MB value that fails to
+ * parse), and the reply must stay near max_response_bytes.
  */
+#define DB_ERROR_TEXT_MAX 4096
 void db_encode_sql_error(db_buf *b, const char *code, const char *message, const char *detail,
                          const char *hint, const char *position, const char *constraint);
 

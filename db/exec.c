@@ -93,9 +93,10 @@ static bool start_rows(db_reader *rd, const PGresult *res)
     rd->meta = PQcopyResult(res, PG_COPYRES_ATTRS);
     if (!rd->meta)
         return false;
-    if (!rd->opts->rows_as_objects || ncols == 0)
+    if (!rd->opts->rows_as_objects)
         return true;
-    rd->key_end = malloc((size_t)ncols * sizeof(*rd->key_end));
+    /* (at least one entry: key_end set is what makes rows objects, {} for zero columns too) */
+    rd->key_end = malloc((size_t)(ncols > 0 ? ncols : 1) * sizeof(*rd->key_end));
     if (!rd->key_end)
         return false;
     for (int j = 0; j < ncols; j++) {
@@ -359,6 +360,9 @@ static db_status put_failure(db_reader *rd, const char *id, PGconn *pg, const PG
     db_buf_puts(out, "\"error\":");
     put_sql_error(out, last);
     db_buf_putc(out, '}');
+    if (rd->opts->reply_bytes) /* bounded (DB_ERROR_TEXT_MAX): counted, never refused */
+        atomic_fetch_add_explicit(rd->opts->reply_bytes, out->len - rd->start,
+                                  memory_order_relaxed);
     return DB_SQL_ERROR;
 }
 

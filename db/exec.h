@@ -24,9 +24,11 @@ typedef enum db_status {
     DB_SQL_ERROR,    /* the server (or fanout, for COPY/empty statements) refused it; the
                         connection is still usable; out holds {"error":{...}} */
     DB_CONN_LOST,    /* the connection broke; out holds a db_unavailable error */
-    DB_RESULT_TOO_LARGE /* the result would push the reply past max_reply_bytes: the statement
-                           was cancelled (its transaction is aborted); out holds a
-                           result_too_large error; the connection is still usable */
+    DB_RESULT_TOO_LARGE /* the result would push the reply past max_reply_bytes: its rows are
+                           dropped (a cancel is sent where allowed, but a statement that
+                           writes has often finished by then, and its write stays unless
+                           its transaction is rolled back); out holds a result_too_large
+                           error; the connection is still usable */
 } db_status;
 
 typedef struct db_exec_opts {

@@ -226,6 +226,32 @@ static void test_too_large_alone(void **state)
     FX_CHECK(before >= 0 && after == before + 2, "result_too_large counted %.0f -> %.0f, want +2", before, after);
 }
 
+/* A failing query whose error quotes a huge input (a 500 KB string that is no integer) stays
+ * small in the reply: its texts are cut (DB_ERROR_TEXT_MAX), so an error cannot take the reply
+ * past max_response_bytes as rows cannot. */
+static void test_error_texts_are_bounded(void **state)
+{
+    (void)state;
+    size_t n = 500 * 1000; /* under max_body_bytes (1 MiB) */
+    char *body = malloc(n + 256);
+    assert_non_null(body);
+    int at = snprintf(body, 256, "{\"queries\":[{\"sql\":\"SELECT $1::int\",\"params\":[\"");
+    memset(body + at, 'a', n);
+    memcpy(body + at + n, "x\"]}]}", 7);
+    fx_response r;
+    assert_true(fx_http(small.port, "POST", "/v1/batch", "Content-Type: application/json\r\n", body, strlen(body), &r));
+    free(body);
+    json_t *doc = json_loadb(r.body, r.body_len, 0, NULL);
+    FX_CHECK(r.status == 200 && doc, "status %d", r.status);
+    FX_EXPECT_STR(doc, "results.0.error.code", "22P02");
+    const char *m = json_string_value(fx_at(doc, "results.0.error.message"));
+    FX_CHECK(m && strlen(m) > 3 && strcmp(m + strlen(m) - 3, "...") == 0, "message not cut: %.80s", m ? m : "(none)");
+    print_message("a 500 KB input's 22P02 error: a reply of %zu bytes\n", r.body_len);
+    FX_CHECK(r.body_len < 32 * 1024, "the reply is %zu bytes", r.body_len);
+    json_decref(doc);
+    fx_response_free(&r);
+}
+
 /* Two results of about 600 KB: each fits the 1 MiB limit, both do not. Exactly one loses, also
  * when they run at once on the two workers. */
 static void test_two_that_fit_only_alone(void **state)
@@ -324,6 +350,7 @@ int it_limits(void)
         cmocka_unit_test(test_max_rows_cancel_is_quick),
         cmocka_unit_test(test_max_rows_without_cancel),
         cmocka_unit_test(test_too_large_alone),
+        cmocka_unit_test(test_error_texts_are_bounded),
         cmocka_unit_test(test_two_that_fit_only_alone),
         cmocka_unit_test(test_memory_bounded_by_limit),
         cmocka_unit_test(test_notifications_do_not_pile_up),

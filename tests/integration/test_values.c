@@ -425,6 +425,20 @@ static void expect_series(json_t *doc, int rows, bool truncated)
     }
 }
 
+/* Object rows of a result without columns are empty objects, not arrays. */
+static void test_object_rows_without_columns(void **state)
+{
+    (void)state;
+    json_t *doc = FX_BATCH(srv.port, "{\"row_format\":\"object\",\"queries\":[{\"sql\":\"SELECT\"},"
+                                     "{\"sql\":\"SELECT FROM generate_series(1, 2)\"}]}");
+    FX_EXPECT_LEN(doc, "results.0.rows", 1);
+    FX_EXPECT_KIND(doc, "results.0.rows.0", "object");
+    FX_EXPECT_LEN(doc, "results.1.rows", 2);
+    FX_EXPECT_KIND(doc, "results.1.rows.1", "object");
+    FX_EXPECT_LEN(doc, "results.1.columns", 0);
+    json_decref(doc);
+}
+
 static void test_max_rows(void **state)
 {
     static const struct {
@@ -491,6 +505,7 @@ int it_values(void)
         cmocka_unit_test(test_every_type_object_rows),
         cmocka_unit_test(test_int8_as_number),
         cmocka_unit_test(test_result_shapes),
+        cmocka_unit_test(test_object_rows_without_columns),
         cmocka_unit_test(test_max_rows),
         cmocka_unit_test(test_max_rows_setting_caps_request),
         cmocka_unit_test(test_timezone_setting),

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "db/encode.h"
@@ -262,6 +263,50 @@ static void test_sql_error(void **state)
                     "\"hint\":null,\"position\":null,\"constraint\":null}");
 }
 
+/* Error texts that quote a huge input are cut at DB_ERROR_TEXT_MAX bytes, on a character
+ * boundary, ending in "..."; short ones and NULL are untouched. */
+static void test_sql_error_long_texts(void **state)
+{
+    (void)state;
+    size_t n = 3 * DB_ERROR_TEXT_MAX;
+    char *message = malloc(n + 1), *detail = malloc(n + 1);
+    assert_non_null(message);
+    assert_non_null(detail);
+    message[0] = 'x'; /* then é: a cut in the middle of one would be invalid UTF-8 */
+    for (size_t i = 1; i + 2 <= n; i += 2)
+        memcpy(message + i, "\xc3\xa9", 2);
+    message[n - 1] = '\0';
+    memset(detail, 'd', n);
+    detail[n] = '\0';
+    db_buf b = DB_BUF_INIT;
+    db_encode_sql_error(&b, "22P02", message, detail, "short hint", NULL, NULL);
+    json_t *doc = parse(b.data, b.len); /* jansson refuses invalid UTF-8 */
+    assert_non_null(doc);
+    const char *m = json_string_value(json_object_get(doc, "message"));
+    const char *d = json_string_value(json_object_get(doc, "detail"));
+    assert_non_null(m);
+    assert_non_null(d);
+    assert_true(strlen(m) <= DB_ERROR_TEXT_MAX && strlen(m) >= DB_ERROR_TEXT_MAX - 4);
+    assert_string_equal(m + strlen(m) - 3, "...");
+    assert_int_equal(strlen(d), DB_ERROR_TEXT_MAX);
+    assert_string_equal(d + strlen(d) - 3, "...");
+    assert_string_equal(json_string_value(json_object_get(doc, "hint")), "short hint");
+    assert_true(b.len < 3 * DB_ERROR_TEXT_MAX);
+    json_decref(doc);
+    db_buf_free(&b);
+    /* exactly the limit: whole */
+    detail[DB_ERROR_TEXT_MAX] = '\0';
+    db_encode_sql_error(&b, "22P02", "m", detail, NULL, NULL, NULL);
+    doc = parse(b.data, b.len);
+    assert_non_null(doc);
+    assert_int_equal(strlen(json_string_value(json_object_get(doc, "detail"))), DB_ERROR_TEXT_MAX);
+    assert_int_not_equal(json_string_value(json_object_get(doc, "detail"))[DB_ERROR_TEXT_MAX - 1], '.');
+    json_decref(doc);
+    db_buf_free(&b);
+    free(message);
+    free(detail);
+}
+
 static void test_sql_error_position(void **state)
 {
     static const char *const bad[] = {"", "0", "-3", "12a", "abc", " 1", "+1", "01",
@@ -330,6 +375,7 @@ int main(void)
         cmocka_unit_test(test_value_length),
         cmocka_unit_test(test_row_parses),
         cmocka_unit_test(test_sql_error),
+        cmocka_unit_test(test_sql_error_long_texts),
         cmocka_unit_test(test_sql_error_position),
         cmocka_unit_test(test_error),
         cmocka_unit_test(test_command_word),
