@@ -613,7 +613,10 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
             fail(err, errlen, "--%s: missing value",
                  optopt == OPT_CONFIG ? "config" : flags[optopt - OPT_SETTING]);
             goto out;
-        } else if (optopt == 'h' || optopt == 'V') {
+        } else if (optopt == 'h' || optopt == 'V' || optopt == OPT_CHECK_CONFIG ||
+                   optopt == OPT_HEALTHCHECK) {
+            /* glibc sets optopt to a flag's val when "--flag=x" gives a flag a value it does
+             * not take: ours past 0xff are no characters to print. */
             fail(err, errlen, "%s: takes no value", argv[optind - 1]);
             goto out;
         } else if (optopt) {

@@ -105,6 +105,16 @@ static void test_zero_workers(void **state)
     expect_config_error(args, "workers", NULL);
 }
 
+/* glibc reports a value given to a flag that takes none with the flag's val, past 0xff for
+ * ours: the line must name the flag, not print that val as a character. */
+static void test_flag_takes_no_value(void **state)
+{
+    const char *const check[] = {"--check-config=1", NULL}, *const health[] = {"--healthcheck=yes", NULL};
+    (void)state;
+    expect_config_error(check, "--check-config=1: takes no value", NULL);
+    expect_config_error(health, "--healthcheck=yes: takes no value", NULL);
+}
+
 /* Write text to a new temporary config file; its path goes to path (caller unlinks). */
 static void write_config(char *path, const char *text)
 {
@@ -153,6 +163,7 @@ int it_cli(void)
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_unknown_flag),
         cmocka_unit_test(test_zero_workers),
+        cmocka_unit_test(test_flag_takes_no_value),
         cmocka_unit_test(test_config_unknown_key),
         cmocka_unit_test(test_config_bad_value),
         cmocka_unit_test(test_config_unreadable),
