@@ -622,9 +622,9 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
         } else if (optopt) {
             fail(err, errlen, "unknown option -%c (see --help)", optopt);
             goto out;
-        } else {
-            fail(err, errlen, "unknown or ambiguous option \"%s\" (see --help)",
-                 argv[optind - 1]);
+        } else { /* only the name: a mistyped --database=URL carries a password */
+            fail(err, errlen, "unknown or ambiguous option \"%.*s\" (see --help)",
+                 (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
             goto out;
         }
     }

@@ -105,6 +105,21 @@ static void test_zero_workers(void **state)
     expect_config_error(args, "workers", NULL);
 }
 
+/* A mistyped flag is named without its value: the database URL's password must not reach the
+ * log. */
+static void test_unknown_flag_value_not_shown(void **state)
+{
+    const char *const args[] = {"--databse=postgresql://app:hunter2@db/app", NULL};
+    char *out = NULL, *err = NULL;
+    (void)state;
+
+    expect_config_error(args, "unknown or ambiguous option \"--databse\"", NULL);
+    run(args, &out, &err);
+    FX_CHECK(err != NULL && strstr(err, "hunter2") == NULL, "stderr shows the password: %s", err);
+    free(out);
+    free(err);
+}
+
 /* glibc reports a value given to a flag that takes none with the flag's val, past 0xff for
  * ours: the line must name the flag, not print that val as a character. */
 static void test_flag_takes_no_value(void **state)
@@ -162,6 +177,7 @@ int it_cli(void)
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_unknown_flag),
+        cmocka_unit_test(test_unknown_flag_value_not_shown),
         cmocka_unit_test(test_zero_workers),
         cmocka_unit_test(test_flag_takes_no_value),
         cmocka_unit_test(test_config_unknown_key),
