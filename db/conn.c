@@ -35,19 +35,25 @@ static const char *const resilience_defaults[][2] = {
     {"application_name", "fanout"},
 };
 
-/* Append "-c name=value" to an options string, backslash-escaping spaces and backslashes as
- * the server's option parser expects. */
-static void options_add(char *out, size_t outlen, const char *name, const char *value)
+/* Append "-c name=value" to *opts (malloc'd, grown to fit: the user's own options have no
+ * length limit, and cutting fanout's would change what they set), backslash-escaping spaces and
+ * backslashes as the server's option parser expects. False when out of memory. */
+static bool options_add(char **opts, const char *name, const char *value)
 {
-    size_t n = strlen(out);
-    n += (size_t)snprintf(out + n, n < outlen ? outlen - n : 0, "%s-c %s=", n ? " " : "", name);
-    for (const char *v = value; *v && n + 2 < outlen; v++) {
+    size_t n = strlen(*opts);
+    char *o = realloc(*opts, n + strlen(" -c =") + strlen(name) + 2 * strlen(value) + 1);
+
+    if (!o)
+        return false;
+    *opts = o;
+    n += (size_t)sprintf(o + n, "%s-c %s=", n ? " " : "", name);
+    for (const char *v = value; *v; v++) {
         if (*v == ' ' || *v == '\\')
-            out[n++] = '\\';
-        out[n++] = *v;
+            o[n++] = '\\';
+        o[n++] = *v;
     }
-    if (n < outlen)
-        out[n] = '\0';
+    o[n] = '\0';
+    return true;
 }
 
 bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values, char *err,
@@ -56,8 +62,8 @@ bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values
     PQconninfoOption *opts = NULL;
     char *perr = NULL;
     char **kw = NULL, **val = NULL;
-    char options[2048] = "";
-    char timeout[32];
+    char *options = NULL;
+    char timeout[32], lock[32], idle[32];
     size_t n = 0, cap;
     bool ok = false;
 
@@ -79,7 +85,9 @@ bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values
         if (!o->val)
             continue;
         if (strcmp(o->keyword, "options") == 0) {
-            snprintf(options, sizeof(options), "%s", o->val);
+            free(options);
+            if (!(options = strdup(o->val)))
+                goto oom;
             continue;
         }
         if (strcmp(o->keyword, "client_encoding") == 0)
@@ -103,18 +111,21 @@ bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values
     }
     /* Appended after the user's own options, so fanout's values win where both set one. */
     snprintf(timeout, sizeof(timeout), "%d", p->statement_timeout_ms);
-    options_add(options, sizeof(options), "DateStyle", "ISO");
-    options_add(options, sizeof(options), "IntervalStyle", "postgres");
-    options_add(options, sizeof(options), "bytea_output", "hex");
-    options_add(options, sizeof(options), "extra_float_digits", "1");
-    options_add(options, sizeof(options), "TimeZone", p->timezone ? p->timezone : "UTC");
-    options_add(options, sizeof(options), "statement_timeout", timeout);
-    snprintf(timeout, sizeof(timeout), "%d", p->lock_timeout_ms);
-    options_add(options, sizeof(options), "lock_timeout", timeout);
-    snprintf(timeout, sizeof(timeout), "%d", p->idle_in_transaction_timeout_ms);
-    options_add(options, sizeof(options), "idle_in_transaction_session_timeout", timeout);
-    if (!(kw[n] = strdup("options")) || !(val[n++] = strdup(options)))
+    snprintf(lock, sizeof(lock), "%d", p->lock_timeout_ms);
+    snprintf(idle, sizeof(idle), "%d", p->idle_in_transaction_timeout_ms);
+    if ((!options && !(options = strdup(""))) || !options_add(&options, "DateStyle", "ISO") ||
+        !options_add(&options, "IntervalStyle", "postgres") ||
+        !options_add(&options, "bytea_output", "hex") ||
+        !options_add(&options, "extra_float_digits", "1") ||
+        !options_add(&options, "TimeZone", p->timezone ? p->timezone : "UTC") ||
+        !options_add(&options, "statement_timeout", timeout) ||
+        !options_add(&options, "lock_timeout", lock) ||
+        !options_add(&options, "idle_in_transaction_session_timeout", idle))
         goto oom;
+    if (!(kw[n] = strdup("options")))
+        goto oom;
+    val[n++] = options;
+    options = NULL;
     if (!(kw[n] = strdup("client_encoding")) || !(val[n++] = strdup("UTF8")))
         goto oom;
     *keywords = kw;
@@ -125,6 +136,7 @@ bool db_conninfo_build(const db_conn_params *p, char ***keywords, char ***values
 oom:
     snprintf(err, errlen, "database: out of memory");
 out:
+    free(options);
     db_conninfo_free(kw, val);
     PQconninfoFree(opts);
     PQfreemem(perr);

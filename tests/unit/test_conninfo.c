@@ -77,6 +77,30 @@ static void test_user_values_win_except_pinned(void **state)
     db_conninfo_free(b.kw, b.val);
 }
 
+/* A long options of the user's own is kept whole, and fanout's settings after it too: at 1900
+ * characters a cut once turned statement_timeout=30000 into 3 (ms); at 3000, the user's own. */
+static void test_long_user_options_kept_whole(void **state)
+{
+    (void)state;
+    static const size_t lengths[] = {1900, 3000};
+    char conninfo[4096], mine[4000];
+    for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+        built b;
+        size_t n = (size_t)snprintf(mine, sizeof(mine), "-c application_name=");
+        memset(mine + n, 'x', lengths[i]);
+        mine[n + lengths[i]] = '\0';
+        snprintf(conninfo, sizeof(conninfo), "dbname=app options='%s'", mine);
+        assert_true(build(&b, conninfo, "UTC", 30000));
+        const char *o = get(&b, "options");
+        assert_int_equal(strncmp(o, mine, strlen(mine)), 0);
+        assert_string_equal(o + strlen(mine),
+                            " -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex "
+                            "-c extra_float_digits=1 -c TimeZone=UTC -c statement_timeout=30000 "
+                            "-c lock_timeout=0 -c idle_in_transaction_session_timeout=0");
+        db_conninfo_free(b.kw, b.val);
+    }
+}
+
 static void test_uri_form(void **state)
 {
     (void)state;
@@ -177,6 +201,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_applied),
         cmocka_unit_test(test_user_values_win_except_pinned),
+        cmocka_unit_test(test_long_user_options_kept_whole),
         cmocka_unit_test(test_uri_form),
         cmocka_unit_test(test_option_values_escaped),
         cmocka_unit_test(test_user_override),
