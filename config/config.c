@@ -423,6 +423,7 @@ static bool load_file(cfg_settings *s, const char *path, char *err, size_t errle
     FILE *f = NULL;
     char *line = NULL;
     size_t cap = 0;
+    ssize_t got;
     unsigned lineno = 0;
     bool ok = false;
 
@@ -431,9 +432,16 @@ static bool load_file(cfg_settings *s, const char *path, char *err, size_t errle
         fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         goto out;
     }
-    while (getline(&line, &cap, f) != -1)
-        if (!parse_line(s, path, ++lineno, line, err, errlen))
+    while ((got = getline(&line, &cap, f)) != -1) {
+        lineno++;
+        /* The parser stops at a NUL: what follows it would be dropped unseen, as in auth.c. */
+        if (strlen(line) != (size_t)got) {
+            fail(err, errlen, "%s:%u: the line holds a NUL byte", path, lineno);
             goto out;
+        }
+        if (!parse_line(s, path, lineno, line, err, errlen))
+            goto out;
+    }
     if (ferror(f)) { /* e.g. a directory: fopen succeeds, reading fails with EISDIR */
         fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
         goto out;

@@ -62,12 +62,11 @@ static char *capture(char **argv, char **envp, cfg_status *st)
     return buf;
 }
 
-/* Write text to a new temp file and return its path (unlinked by the teardown). */
-static char *write_conf(const char *text)
+/* Write n bytes of text to a new temp file and return its path (unlinked by the teardown). */
+static char *write_conf_n(const char *text, size_t n)
 {
     char *path;
     int fd;
-    size_t n = strlen(text);
 
     assert_true(ntmp < MAX_TMP);
     path = tmp_paths[ntmp];
@@ -78,6 +77,11 @@ static char *write_conf(const char *text)
     assert_int_equal(write(fd, text, n), n);
     close(fd);
     return path;
+}
+
+static char *write_conf(const char *text)
+{
+    return write_conf_n(text, strlen(text));
 }
 
 static int unlink_tmp(void **state)
@@ -388,6 +392,37 @@ static void test_file_errors(void **state)
 
         assert_int_equal(load(&s, ARGS("--config", path), NOENV), CFG_ERROR);
         snprintf(want, sizeof want, "%s:%d: %s", path, cases[i].line, cases[i].msg);
+        assert_string_equal(err, want);
+        assert_zeroed(&s);
+        unlink_tmp(NULL);
+    }
+}
+
+/* A NUL ends the line for the parser: refused, or what follows it would be dropped unseen. */
+static void test_file_nul_byte(void **state)
+{
+    static const struct {
+        const char *text; /* file contents, with a NUL */
+        size_t len;       /* their length */
+        int line;         /* line the error names */
+    } cases[] = {
+#define NUL_CASE(text, line) {text, sizeof text - 1, line}
+        NUL_CASE("workers = 8\0junk\n", 1),
+        NUL_CASE("workers = 2\n\0\nworkers = 3\n", 2),
+        NUL_CASE("# a comment\0workers = 3\n", 1),
+        NUL_CASE("workers = 2\nmax_rows = 7\0", 2),
+#undef NUL_CASE
+    };
+    char want[512];
+    cfg_settings s;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *path = write_conf_n(cases[i].text, cases[i].len);
+
+        assert_int_equal(load(&s, ARGS("--config", path), NOENV), CFG_ERROR);
+        snprintf(want, sizeof want, "%s:%d: the line holds a NUL byte", path, cases[i].line);
         assert_string_equal(err, want);
         assert_zeroed(&s);
         unlink_tmp(NULL);
@@ -824,6 +859,7 @@ int main(void)
         cmocka_unit_test_teardown(test_config_flag_vs_env, unlink_tmp),
         cmocka_unit_test_teardown(test_database_alias, unlink_tmp),
         cmocka_unit_test_teardown(test_file_errors, unlink_tmp),
+        cmocka_unit_test_teardown(test_file_nul_byte, unlink_tmp),
         cmocka_unit_test_teardown(test_unreadable_file, unlink_tmp),
         cmocka_unit_test_teardown(test_env_errors, unlink_tmp),
         cmocka_unit_test_teardown(test_flag_errors, unlink_tmp),
