@@ -637,8 +637,13 @@ cfg_status cfg_load(cfg_settings *s, int argc, char **argv, char *const *envp, F
         }
     }
     if (argc > 0 && optind < argc) {
-        fail(err, errlen, "unexpected argument \"%s\" (settings are --name VALUE)",
-             argv[optind]);
+        /* A connection string given without --database may hold a password: not echoed. */
+        if (strpbrk(argv[optind], "@=:"))
+            fail(err, errlen, "unexpected argument (not shown: it may hold a password; settings "
+                              "are --name VALUE, a connection string --database URL)");
+        else
+            fail(err, errlen, "unexpected argument \"%s\" (settings are --name VALUE)",
+                 argv[optind]);
         goto out;
     }
 

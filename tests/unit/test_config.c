@@ -507,6 +507,12 @@ static void test_flag_errors(void **state)
         {{"--workers", "2", "extra"},
          "unexpected argument \"extra\" (settings are --name VALUE)"},
         {{"--", "extra"}, "unexpected argument \"extra\" (settings are --name VALUE)"},
+        {{"postgresql://app:hunter2@db/app"},
+         "unexpected argument (not shown: it may hold a password; settings are --name VALUE, a "
+         "connection string --database URL)"},
+        {{"password=hunter2"},
+         "unexpected argument (not shown: it may hold a password; settings are --name VALUE, a "
+         "connection string --database URL)"},
     };
     char *argv[6];
     cfg_settings s;
