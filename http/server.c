@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -28,11 +29,17 @@
 /* Request headers beyond this are refused (libevent 2.1 leaves them unlimited). */
 #define MAX_HEADERS_BYTES (64 * 1024)
 
+/* Body bytes a connection beyond max_clients may still send (see on_client_bytes): enough for a
+ * batch to get its 503, and no more than its headers may take. */
+#define UNCOUNTED_BODY_BYTES (64 * 1024)
+
 /*
- * The client connections that have sent a request, for max_clients. libevent 2.1 has no
- * connection cap and no hook on accept, so a connection is counted from its first request (a set
- * of evcon pointers, open addressing with backward-shift deletion) until its close callback;
- * one that never sends a request is closed by client_timeout_ms.
+ * The client connections counted for max_clients. libevent 2.1 has no connection cap and no hook
+ * on accept, and reads a request's whole body before route() sees it, so a connection is counted
+ * from its first bytes (on_client_bytes, watching the input of the bufferevent make_bev gives
+ * it), before any body is read, until its close callback (a set of evcon pointers, open
+ * addressing with backward-shift deletion); one that never sends a byte is closed by
+ * client_timeout_ms.
  * The set also holds each connection's watched reply (http_server_watch_reply): evhttp serves
  * one request at a time per connection, so there is at most one.
  */
@@ -398,6 +405,60 @@ bool http_server_watch_reply(struct evhttp_request *req, void (*written)(void *a
     return true;
 }
 
+/* Count evcon against max_clients; false when they are all taken (or out of memory). */
+static bool count_client(http_server *s, struct evhttp_connection *evcon)
+{
+    if (s->clients.len >= (size_t)s->settings->max_clients || !conn_add(&s->clients, evcon))
+        return false;
+    evhttp_connection_set_closecb(evcon, on_client_closed, s);
+    /* It may have been held to UNCOUNTED_BODY_BYTES while beyond the cap. */
+    evhttp_connection_set_max_body_size(evcon, s->settings->max_body_bytes);
+    return true;
+}
+
+/*
+ * evbuffer callback on a connection's input: bytes came, and evhttp has not parsed them yet.
+ * Counts the connection on its first bytes. One beyond max_clients is not refused here: its path
+ * is not known before libevent has read the whole request, and a probe must still be answered
+ * (route). A probe has no body, so such a connection may send its headers but only
+ * UNCOUNTED_BODY_BYTES of body: a small batch reaches route() and gets its 503, a larger body is
+ * answered 413 by libevent, which closes the connection without reading it. It is counted on
+ * later bytes once a slot is free.
+ */
+static void on_client_bytes(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    http_server *s = the_server;
+    struct bufferevent *bev = arg;
+    void *evcon = NULL;
+    size_t at;
+
+    (void)in;
+    if (!s || info->n_added == 0)
+        return;
+    /* evhttp gives every callback it sets on its bufferevent the connection as argument. */
+    bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
+    if (!evcon || conn_find(&s->clients, evcon, &at) || count_client(s, evcon))
+        return;
+    long most = s->settings->max_body_bytes;
+    evhttp_connection_set_max_body_size(evcon, most < UNCOUNTED_BODY_BYTES ? most
+                                                                           : UNCOUNTED_BODY_BYTES);
+}
+
+/* evhttp's bufferevent callback: a new connection's bufferevent (TLS when configured), its fd set
+ * later by evhttp, its input watched by on_client_bytes. NULL (out of memory) makes evhttp use a
+ * plain one of its own, which route() counts (and refuses on a TLS listener). */
+static struct bufferevent *make_bev(struct event_base *base, void *arg)
+{
+    http_server *s = arg;
+    struct bufferevent *bev = s->tls ? http_tls_new_bev(s->tls, base) : NULL;
+
+    if (!bev) /* plain HTTP; or no SSL (out of memory): http_tls_is_secure refuses it */
+        bev = bufferevent_socket_new(base, -1, 0); /* what evhttp makes itself */
+    if (bev)
+        evbuffer_add_cb(bufferevent_get_input(bev), on_client_bytes, bev);
+    return bev;
+}
+
 /* Count the request's connection; false when it is a new one beyond max_clients. */
 static bool admit_client(http_server *s, struct evhttp_request *req)
 {
@@ -405,10 +466,7 @@ static bool admit_client(http_server *s, struct evhttp_request *req)
     size_t at;
     if (!evcon || conn_find(&s->clients, evcon, &at))
         return true;
-    if (s->clients.len >= (size_t)s->settings->max_clients || !conn_add(&s->clients, evcon))
-        return false;
-    evhttp_connection_set_closecb(evcon, on_client_closed, s);
-    return true;
+    return count_client(s, evcon);
 }
 
 /* Whether path needs a token (when auth_file is set): all but the probes, and /metrics by
@@ -492,7 +550,8 @@ static void route(struct evhttp_request *req, void *arg)
 
     if (s->draining)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-    /* Probes are exempt from max_clients: a liveness check must not fail under load. */
+    /* Probes are exempt from max_clients: a liveness check must not fail under load. A
+     * connection beyond the cap gets here with a small body or none (on_client_bytes). */
     bool probe = path && (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0);
     if (!probe && !admit_client(s, req)) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -569,11 +628,10 @@ http_server *http_server_start(struct event_base *base, const cfg_settings *sett
                                      (settings->client_timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(s->http, &client_timeout);
     evhttp_set_gencb(s->http, route, s);
-    if (settings->tls_cert_file) {
-        if (!(s->tls = http_tls_new(settings->tls_cert_file, settings->tls_key_file, err, errlen)))
-            goto fail;
-        http_tls_attach(s->tls, s->http);
-    }
+    if (settings->tls_cert_file &&
+        !(s->tls = http_tls_new(settings->tls_cert_file, settings->tls_key_file, err, errlen)))
+        goto fail;
+    evhttp_set_bevcb(s->http, make_bev, s);
     s->bound = evhttp_bind_socket_with_handle(s->http, settings->listen_host,
                                               (ev_uint16_t)settings->listen_port);
     if (!s->bound) {

@@ -1,20 +1,22 @@
 /*
- * http_tls: the server's SSL_CTX and the evhttp bufferevent callback (contract in tls.h).
+ * http_tls: the server's SSL_CTX and the bufferevents it makes for evhttp (contract in tls.h).
  *
  * How a TLS connection is made (libevent 2.1, as in its sample/https-server.c): evhttp accepts the
- * socket, then asks make_bev for a bufferevent with no fd; make_bev returns an OpenSSL bufferevent
- * in the accepting state around a fresh SSL from the one SSL_CTX, and evhttp sets the fd on it. The
- * handshake runs inside the bufferevent, under evhttp's client timeout; evhttp only ever sees
- * decrypted bytes. A failed handshake is an error event on the bufferevent, on which evhttp frees
- * the connection (closing the socket and the SSL); no request reaches the server's callback.
+ * socket, then asks the server's bufferevent callback for a bufferevent with no fd;
+ * http_tls_new_bev returns an OpenSSL bufferevent in the accepting state around a fresh SSL from
+ * the one SSL_CTX, and evhttp sets the fd on it. The handshake runs inside the bufferevent, under
+ * evhttp's client timeout; evhttp only ever sees decrypted bytes. A failed handshake is an error
+ * event on the bufferevent, on which evhttp frees the connection (closing the socket and the SSL);
+ * no request reaches the server's callback.
  *
- * One trap: when the callback returns NULL, evhttp does not drop the connection but makes a plain
- * socket bufferevent instead. make_bev returns NULL only when OpenSSL or libevent are out of
- * memory; http_tls_is_secure lets the server refuse whatever such a connection sends.
+ * One trap: a connection can end up on a plain socket bufferevent (when the callback returns
+ * NULL, evhttp makes one instead of dropping the connection). http_tls_new_bev returns NULL only
+ * when OpenSSL or libevent are out of memory, and the server then makes a plain one;
+ * http_tls_is_secure lets it refuse whatever such a connection sends.
  *
  * Threads: the SSL_CTX is built on the main thread before the loop runs and is not changed after;
- * make_bev runs on the loop thread. OpenSSL's error queue is per thread and is emptied here after
- * each failure, so a later failure does not report an earlier one's reason.
+ * http_tls_new_bev runs on the loop thread. OpenSSL's error queue is per thread and is emptied
+ * here after each failure, so a later failure does not report an earlier one's reason.
  */
 #include "http/tls.h"
 
@@ -114,11 +116,8 @@ fail:
     return NULL;
 }
 
-/* evhttp's bufferevent callback: a new connection's bufferevent, its fd set later by evhttp.
- * NULL only when out of memory (see the note on the trap at the top). Loop thread. */
-static struct bufferevent *make_bev(struct event_base *base, void *arg)
+struct bufferevent *http_tls_new_bev(http_tls *t, struct event_base *base)
 {
-    http_tls *t = arg;
     struct bufferevent *bev = NULL;
     SSL *ssl = SSL_new(t->ctx);
 
@@ -132,11 +131,6 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
 out:
     ERR_clear_error();
     return bev;
-}
-
-void http_tls_attach(http_tls *t, struct evhttp *http)
-{
-    evhttp_set_bevcb(http, make_bev, t);
 }
 
 bool http_tls_is_secure(struct evhttp_connection *evcon)

@@ -3,9 +3,9 @@
  *
  * With tls_cert_file and tls_key_file set, the server makes one http_tls at start-up (one SSL_CTX:
  * TLS 1.2 and newer, OpenSSL 3's default ciphers, the server's cipher preference, no compression,
- * no renegotiation) and installs it on its evhttp with http_tls_attach: from then on every accepted
- * connection gets its own SSL, and a client that does not complete a TLS handshake (plain HTTP,
- * TLS 1.1 or older, garbage) is closed by libevent without a reply. The certificate and key are
+ * no renegotiation), and its bufferevent callback takes each accepted connection's bufferevent
+ * from http_tls_new_bev: every connection gets its own SSL, and a client that does not complete a
+ * TLS handshake (plain HTTP, TLS 1.1 or older, garbage) is closed by libevent without a reply. The certificate and key are
  * read once, at start-up; changing them needs a restart.
  *
  * Ownership and threads: the server owns its http_tls and frees it after its evhttp (the SSL of
@@ -19,7 +19,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct evhttp;
+struct bufferevent;
+struct event_base;
 struct evhttp_connection;
 typedef struct http_tls http_tls;
 
@@ -33,12 +34,13 @@ typedef struct http_tls http_tls;
 http_tls *http_tls_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Make every connection http accepts from now on speak TLS with t (evhttp_set_bevcb). t must
- * outlive http's connections: free http first. */
-void http_tls_attach(http_tls *t, struct evhttp *http);
+/* A bufferevent that speaks TLS with t, for evhttp's bufferevent callback (evhttp_set_bevcb; its
+ * fd is set by evhttp), or NULL when out of memory. t must outlive the evhttp's connections: free
+ * the evhttp first. Loop thread. */
+struct bufferevent *http_tls_new_bev(http_tls *t, struct event_base *base);
 
 /* Whether evcon runs over TLS. False only when the bufferevent callback could not make an SSL
- * (out of memory): libevent then falls back to a plain connection, which must not be served. */
+ * (out of memory) and the connection went on a plain bufferevent, which must not be served. */
 bool http_tls_is_secure(struct evhttp_connection *evcon);
 
 /* Free the SSL_CTX (NULL is fine). */
