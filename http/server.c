@@ -469,10 +469,13 @@ static bool admit_client(http_server *s, struct evhttp_request *req)
     return count_client(s, evcon);
 }
 
-/* Whether path needs a token (when auth_file is set): all but the probes, and /metrics by
- * metrics_auth. Unknown paths too, so their 404 tells an outsider nothing. */
-static bool needs_token(const http_server *s, const char *path)
+/* Whether a request needs a token (when auth_file is set): all but GET of the probes, and of
+ * /metrics by metrics_auth (HEAD too: it works wherever GET does). Unknown paths and other
+ * methods too, so their 404 or 405 tells an outsider nothing. */
+static bool needs_token(const http_server *s, const char *path, enum evhttp_cmd_type cmd)
 {
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD)
+        return true;
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0)
         return false;
     if (strcmp(path, "/metrics") == 0)
@@ -561,7 +564,8 @@ static void route(struct evhttp_request *req, void *arg)
         return;
     }
     /* Before the body is parsed and before the service hears of the request. */
-    if (path && needs_token(s, path) && !authenticate(s, req, &caller))
+    if (path && needs_token(s, path, evhttp_request_get_command(req)) &&
+        !authenticate(s, req, &caller))
         return;
     s->routing = req;
     s->routing_token = caller ? caller->name : NULL;

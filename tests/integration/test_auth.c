@@ -226,6 +226,32 @@ static void test_probes_and_metrics_open(void **state)
     }
 }
 
+/* Only GET (and HEAD, which works wherever GET does) of the open routes goes without a token:
+ * another method is 401 before it would be 405, as for any route. */
+static void test_open_routes_only_for_get(void **state)
+{
+    static const char *const open_paths[] = {"/healthz", "/readyz", "/metrics"};
+    static const char *const methods[] = {"POST", "PUT", "DELETE", "OPTIONS", "PURGE"};
+    fx_response r;
+    (void)state;
+    for (size_t i = 0; i < sizeof(open_paths) / sizeof(open_paths[0]); i++) {
+        assert_true(send_auth(srv.port, "HEAD", open_paths[i], NULL, NULL, &r));
+        FX_CHECK(r.status == 200, "HEAD %s without a token: %d", open_paths[i], r.status);
+        fx_response_free(&r);
+        for (size_t j = 0; j < sizeof(methods) / sizeof(methods[0]); j++) {
+            char what[96];
+            snprintf(what, sizeof(what), "%s %s without a token", methods[j], open_paths[i]);
+            assert_true(send_auth(srv.port, methods[j], open_paths[i], NULL, NULL, &r));
+            expect_401(&r, NULL, what);
+            fx_response_free(&r);
+        }
+        /* With a token, the usual answer. */
+        assert_true(send_auth(srv.port, "POST", open_paths[i], "Bearer " READER, NULL, &r));
+        FX_CHECK(r.status == 405, "POST %s with a token: %d", open_paths[i], r.status);
+        fx_response_free(&r);
+    }
+}
+
 static void test_metrics_auth(void **state)
 {
     static const char *const args[] = {"--workers", "1", "--auth-file", tokens_path,
@@ -614,6 +640,7 @@ int it_auth(void)
         cmocka_unit_test(test_wrong_token),
         cmocka_unit_test(test_right_token),
         cmocka_unit_test(test_probes_and_metrics_open),
+        cmocka_unit_test(test_open_routes_only_for_get),
         cmocka_unit_test(test_metrics_auth),
         cmocka_unit_test(test_read_only_token),
         cmocka_unit_test(test_no_state_between_tokens_on_any_worker),
