@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "db/encode.h"
 #include "db/exec.h"
 #include "service/batch.h"
 #include "service/clock.h"
@@ -199,9 +200,9 @@ static db_status run_transaction(run_ctx *r)
     bool aborted = db_conn_in_failed_transaction(r->conn);
     st = db_exec_command(r->conn, "COMMIT", &b->commit_error);
     if (st == DB_OK && aborted) {
-        db_buf_puts(&b->commit_error, "{\"code\":\"25P02\",\"message\":\"the transaction was "
-                                      "aborted before COMMIT, which rolled it back\",\"detail\":null,"
-                                      "\"hint\":null,\"position\":null,\"constraint\":null}");
+        db_encode_sql_error(&b->commit_error, "25P02",
+                            "the transaction was aborted before COMMIT, which rolled it back",
+                            NULL, NULL, NULL, NULL);
         st = DB_SQL_ERROR;
     }
     b->committed = st == DB_OK;
