@@ -253,11 +253,13 @@ static bool read_query(pipe *p, int i)
 }
 
 /* In round 1 of several parts, did a cancel (code) stop query i that was not meant for it
- * (another batch's deadline)? */
+ * (another batch's deadline)? Not when no deadline's cancel went out to the run: then the 57014
+ * is statement_timeout's (or an administrator's), and the query's answer. */
 static bool cancelled_for_another(pipe *p, int i, const char *code)
 {
     return p->nparts > 1 && p->round == 1 && code && strcmp(code, "57014") == 0 && p->hooks &&
-           p->hooks->query_wanted && p->hooks->query_wanted(p->hooks->arg, i);
+           p->hooks->query_wanted && p->hooks->query_wanted(p->hooks->arg, i) &&
+           p->hooks->cancel_sent && p->hooks->cancel_sent(p->hooks->arg);
 }
 
 /* Must query i go out again? Yes when the read-only transaction it was in (shared, or its own

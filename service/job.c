@@ -240,6 +240,7 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
 /* One svc_job_run_pipeline call, for its done callback. */
 typedef struct pipe_ctx {
     svc_job *const *jobs;
+    int n;
     db_pipe_query *qs;
     db_conn *conn;
     svc_worker_stats *stats;
@@ -272,6 +273,18 @@ static bool pipeline_wanted(void *arg, int i)
     return atomic_load_explicit(&x->jobs[i]->state, memory_order_acquire) != SVC_JOB_ABANDONED;
 }
 
+/* Was a deadline's cancel sent to this run? Only after one of its jobs was abandoned
+ * (svc_batch_abandon, then svc_pool_cancel): a 57014 without one is statement_timeout's, or an
+ * administrator's, and the query's own answer. */
+static bool pipeline_cancelled(void *arg)
+{
+    const pipe_ctx *x = arg;
+    for (int i = 0; i < x->n; i++)
+        if (atomic_load_explicit(&x->jobs[i]->state, memory_order_acquire) == SVC_JOB_ABANDONED)
+            return true;
+    return false;
+}
+
 /* How a batch's queries run in a pipeline. */
 static db_exec_opts pipeline_opts(svc_batch *b)
 {
@@ -293,10 +306,11 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
     db_pipe_query qs[DB_PIPELINE_MAX];
     pipe_ctx x = {.jobs = jobs, .qs = qs, .conn = conn, .stats = stats, .speed = speed};
     db_pipe_hooks hooks = {.query_done = pipeline_done, .query_wanted = pipeline_wanted,
-                           .arg = &x};
+                           .cancel_sent = pipeline_cancelled, .arg = &x};
     int nparts = 0;
 
     n = n < DB_PIPELINE_MAX ? n : DB_PIPELINE_MAX;
+    x.n = n;
     for (int i = 0; i < n; i++) {
         svc_batch *b = jobs[i]->batch;
         const http_query *q = &b->desc->queries[jobs[i]->index];

@@ -379,6 +379,59 @@ static void test_cancel_meant_for_another_batch(void **state)
              "the batches did not share a pipeline: the test proves nothing");
 }
 
+/* A statement_timeout inside a pipeline of several batches: its 57014 is the query's answer,
+ * not a cancel meant for another batch, so it does not go out again (where, its transaction
+ * rolled back, the timeout it set would be gone, and it would wait for the lock instead). */
+static void test_statement_timeout_in_a_pipeline_of_batches(void **state)
+{
+    static const char *const timed_body =
+        "{\"queries\":[{\"sql\":\"SELECT set_config('statement_timeout', $1, true)\","
+        "\"params\":[\"300\"]},"
+        "{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS waited\",\"params\":[\"4264\"]}]}";
+    static const char *const other_body = "{\"queries\":[{\"sql\":\"SELECT pg_backend_pid()\"}]}";
+    fx_conn busy, timed, other;
+    (void)state;
+
+    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
+        json_decref(FX_BATCH(one.port, timed_body));
+        json_decref(FX_BATCH(one.port, other_body));
+    }
+    PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    PQclear(PQexec(admin, "SELECT pg_advisory_lock(4264)"));
+    double batched = fx_metric(one.port, BATCHED);
+    occupy_the_worker(&busy, 0.3);
+    assert_true(fx_conn_post_batch(&timed, one.port, timed_body));
+    fx_sleep_ms(5);
+    assert_true(fx_conn_post_batch(&other, one.port, other_body));
+    /* Gone again, the lock query would wait for the lock, which goes in 3 s: then it would
+     * answer with a row. */
+    fx_sleep_ms((int)(3000 * fx_scale()));
+    PQclear(PQexec(admin, "SELECT pg_advisory_unlock(4264)"));
+    PQfinish(admin);
+    fx_response r;
+    assert_true(fx_conn_read(&timed, false, &r));
+    json_t *doc = json_loads(r.body, 0, NULL);
+    FX_CHECK(r.status == 200 && doc, "the batch with the timeout: status %d: %s", r.status, r.body);
+    FX_EXPECT_STR(doc, "results.0.rows.0.0", "300ms");
+    if (fx_at(doc, "results.1.error.code") == NULL)
+        fx_print_json("the batch with the timeout", doc);
+    FX_EXPECT_STR(doc, "results.1.error.code", "57014");
+    json_decref(doc);
+    fx_response_free(&r);
+    assert_true(fx_conn_read(&other, false, &r));
+    doc = json_loads(r.body, 0, NULL);
+    FX_CHECK(r.status == 200 && doc, "the other batch: status %d: %s", r.status, r.body);
+    FX_EXPECT_KIND(doc, "results.0.rows.0.0", "integer");
+    json_decref(doc);
+    fx_response_free(&r);
+    fx_conn_close(&timed);
+    fx_conn_close(&other);
+    free_the_worker(&busy);
+    FX_CHECK(fx_metric(one.port, BATCHED) - batched >= 2,
+             "the batches did not share a pipeline: the test proves nothing");
+}
+
 /* A deadline that lands inside a pipeline: the statement that finished keeps its result, the
  * reply says timeout for the others at the deadline, the server stops them, and the connection
  * serves the next batch clean. */
@@ -928,6 +981,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_batches_share_a_pipeline_apart),
         cmocka_unit_test(test_deadline_in_a_pipeline_of_batches),
         cmocka_unit_test(test_cancel_meant_for_another_batch),
+        cmocka_unit_test(test_statement_timeout_in_a_pipeline_of_batches),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_new_column_type_in_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
