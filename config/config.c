@@ -532,6 +532,11 @@ void cfg_print_effective(FILE *out, const cfg_settings *s, const char *database_
 {
     for (const cfg_def *d = cfg_defs; d < cfg_defs + NDEFS; d++) {
         const char *field = (const char *)s + d->offset;
+        if ((d->type == CFG_T_STRING || d->type == CFG_T_LISTEN) &&
+            !(field == (const char *)&s->database ? database_shown : *(char *const *)field)) {
+            fprintf(out, "# %s = (not set)\n", d->name); /* a comment: the output loads back */
+            continue;
+        }
         fprintf(out, "%s = ", d->name);
         switch (d->type) {
         case CFG_T_INT: fprintf(out, "%d\n", *(const int *)field); break;
@@ -543,7 +548,8 @@ void cfg_print_effective(FILE *out, const cfg_settings *s, const char *database_
             const char *v = *(char *const *)field;
             if (field == (const char *)&s->database)
                 v = database_shown;
-            fprintf(out, v ? "\"%s\"\n" : "# (not set)\n", v);
+            char q = strchr(v, '"') ? '\'' : '"'; /* no escapes inside quotes (cfg_load_file) */
+            fprintf(out, "%c%s%c\n", q, v, q);
             break;
         }
         }

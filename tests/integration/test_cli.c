@@ -171,6 +171,32 @@ static void test_config_unreadable(void **state)
     expect_config_error(args, "/nonexistent/fanout.conf", NULL);
 }
 
+/* --check-config prints config-file lines: fed back with --config, they give the same settings
+ * (an unset one is a comment, a value with a double quote goes in single quotes). */
+static void test_check_config_loads_back(void **state)
+{
+    char path[] = "/tmp/fanout-it-XXXXXX.conf";
+    char *out = NULL, *err = NULL, *again = NULL;
+    const char *const first[] = {"--workers", "7", "--timezone", "Etc/\"it\"",
+                                 "--check-config", NULL};
+    (void)state;
+
+    FX_CHECK(run(first, &out, &err) == 0, "--check-config: %s", err ? err : "");
+    FX_CHECK(out && strstr(out, "\nworkers = 7\n") && strstr(out, "# auth_file = (not set)\n") &&
+                 strstr(out, "timezone = 'Etc/\"it\"'\n"),
+             "--check-config printed: %s", out ? out : "");
+    free(err);
+    err = NULL;
+    write_config(path, out);
+    const char *const second[] = {"--config", path, "--check-config", NULL};
+    FX_CHECK(run(second, &again, &err) == 0, "its output does not load back: %s", err ? err : "");
+    FX_CHECK(again && strcmp(again, out) == 0, "loaded back, it printed:\n%s\nfirst:\n%s", again, out);
+    unlink(path);
+    free(out);
+    free(again);
+    free(err);
+}
+
 int it_cli(void)
 {
     const struct CMUnitTest tests[] = {
@@ -183,6 +209,7 @@ int it_cli(void)
         cmocka_unit_test(test_config_unknown_key),
         cmocka_unit_test(test_config_bad_value),
         cmocka_unit_test(test_config_unreadable),
+        cmocka_unit_test(test_check_config_loads_back),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }
