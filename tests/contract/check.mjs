@@ -12,7 +12,8 @@
 // tables with unique names for its own use and drops them at the end (the database is a throwaway).
 //
 // Optional servers widen the check to the 503 replies:
-//   --unavailable URL  a fanout with no reachable database (/readyz 503, batch 503 db_unavailable)
+//   --unavailable URL  a fanout with no reachable database and --max-clients 1 (/readyz 503, batch
+//                      503 db_unavailable; and 503 overloaded on a connection over max_clients)
 //   --busy URL         a fanout started with --workers 1 --queue-size 2 --max-queries 2 (503 overloaded)
 // The limits given must be the BASE_URL server's settings (defaults: fanout's defaults).
 // --probe-discrepancies also sends requests whose replies are known to contradict docs/API.md.
@@ -673,6 +674,29 @@ async function runUnavailable() {
     await run(badCase('no database: POST /v1/batch', '{"queries":[{"sql":"SELECT 1"}]}', true, {
         status: 503, check: (r) => want(r.error?.code === 'db_unavailable', `code ${r.error?.code}`),
     }), s);
+    await runOverCap(s);
+}
+
+// Over max_clients (the server runs with --max-clients 1): a connection that has sent its first
+// bytes holds the one place, and a request on another is answered 503 and closed.
+async function runOverCap(s) {
+    const holder = net.connect({ host: s.host, port: s.port });
+    await new Promise((resolve, reject) => {
+        holder.once('connect', resolve);
+        holder.once('error', reject);
+    });
+    holder.on('error', () => {});
+    holder.write(`GET /healthz HTTP/1.1\r\nHost: ${s.host}\r\n`); // unfinished: it stays counted
+    await new Promise((r) => setTimeout(r, 300));
+    const overCap = (extra) => ({
+        status: 503,
+        check: (r) => want(r.error?.code === 'overloaded', `code ${r.error?.code}`),
+        checkReply: (reply) => want(/^close$/i.test(reply.headers['connection'] ?? ''), `Connection: ${reply.headers['connection']}`),
+        ...extra,
+    });
+    await run(overCap({ name: 'over max_clients: GET /metrics', method: 'GET', path: '/metrics' }), s);
+    await run(badCase('over max_clients: POST /v1/batch', '{"queries":[{"sql":"SELECT 1"}]}', true, overCap({})), s);
+    holder.destroy();
 }
 
 async function runBusy() {

@@ -30,7 +30,7 @@
 #define SPEC "docs/openapi.yaml"
 
 static fx_server srv = {.pid = -1};  /* with the test database */
-static fx_server down = {.pid = -1}; /* no database: not ready */
+static fx_server down = {.pid = -1}; /* no database: not ready; one client connection at most */
 static fx_server busy = {.pid = -1}; /* one worker, a queue of two jobs */
 
 static int group_setup(void **state)
@@ -38,7 +38,9 @@ static int group_setup(void **state)
     static const char *const busy_args[] = {"--workers", "1", "--queue-size", "2", "--max-queries", "2",
                                             "--pipeline-depth", "1", NULL};
     const fx_opts main_opts = {0};
-    const fx_opts down_opts = {.database = "host=/nonexistent dbname=x", .not_ready = true};
+    static const char *const down_args[] = {"--max-clients", "1", NULL};
+    const fx_opts down_opts = {.database = "host=/nonexistent dbname=x", .not_ready = true,
+                               .args = down_args};
     const fx_opts busy_opts = {.args = busy_args};
     (void)state;
     if (fx_start(&srv, &main_opts) && fx_start(&down, &down_opts) && fx_start(&busy, &busy_opts))
