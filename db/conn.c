@@ -22,6 +22,8 @@ struct db_conn {
     size_t types_len;   /* slots in use */
     db_stmts *stmts;    /* its named prepared statements, owned; NULL: none are kept */
     bool reset_prepared; /* the session reset's statements are prepared on it */
+    bool fatal_seen;     /* the server sent a FATAL while no query ran: it is closing */
+    void (*notice)(const char *message); /* where the server's notices go; may be NULL */
 };
 
 /* Defaults fanout applies when the conninfo leaves them unset: never hang on a dead network. */
@@ -265,11 +267,18 @@ static void types_load(db_conn *c, PGresult *res)
 }
 
 /* libpq prints notices on stderr by default, which would break one-JSON-object-per-line logs. */
-static void on_notice(void *arg, const char *message)
+/* libpq hands an error that comes while no query runs to the notice receiver. A FATAL then
+ * (pg_terminate_backend, a shutdown) means the server is closing the connection, though its
+ * close may not have arrived yet: db_conn_alive must not send a job onto it. */
+static void on_notice(void *arg, const PGresult *res)
 {
-    void (*notice)(const char *) = (void (*)(const char *))arg;
-    if (notice)
-        notice(message);
+    db_conn *c = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+
+    if (severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0))
+        c->fatal_seen = true;
+    if (c->notice)
+        c->notice(PQresultErrorMessage(res));
 }
 
 db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
@@ -285,9 +294,10 @@ db_conn *db_conn_open(const db_conn_params *p, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    c->notice = p->notice;
     c->pg = PQconnectdbParams((const char *const *)kw, (const char *const *)val, 0);
     if (c->pg)
-        PQsetNoticeProcessor(c->pg, on_notice, (void *)p->notice);
+        PQsetNoticeReceiver(c->pg, on_notice, c);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
         const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
         size_t len = strcspn(m, "\n");
@@ -335,6 +345,11 @@ void db_conn_close(db_conn *c)
 bool db_conn_reset_prepared(const db_conn *c)
 {
     return c->reset_prepared;
+}
+
+bool db_conn_fatal_seen(const db_conn *c)
+{
+    return c->fatal_seen;
 }
 
 void db_conn_set_reset_prepared(db_conn *c, bool prepared)

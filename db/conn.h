@@ -102,6 +102,9 @@ bool db_reset_finish(db_conn *c, const PGresult *check);
 bool db_conn_reset_prepared(const db_conn *c);
 void db_conn_set_reset_prepared(db_conn *c, bool prepared);
 
+/* Did the server send a FATAL while no query ran (the connection is ending)? */
+bool db_conn_fatal_seen(const db_conn *c);
+
 /* The idle connection is still usable: polls its socket, no round trip (db/health.c). */
 bool db_conn_alive(db_conn *c);
 

@@ -322,6 +322,55 @@ static void *post_main(void *arg)
 #define SEND_CUT_SMALL 62                /* then the big one: 64 queries, a full pipeline */
 #define SEND_CUT_BIG (2 * 1024 * 1024)   /* more than a socket buffer holds */
 
+/* A backend terminated while its worker is idle sends a FATAL, then closes. The check before the
+ * next job must take the FATAL as the end, though the close may not have been read yet: the job
+ * then runs on a new connection, never db_unavailable. It used to read the FATAL as a notice and
+ * send the job onto the closing connection (about 3 times in 5). Five rounds. */
+static void test_backend_terminated_while_idle(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--reconnect-backoff-ms", "5", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server one = {.pid = -1};
+    assert_true(fx_start(&one, &opts));
+    const char *body = "{\"queries\":[{\"sql\":\"SELECT pg_backend_pid()\"}]}";
+
+    for (int round = 0; round < 5; round++) {
+        int status = 0;
+        json_t *doc = fx_post_json(one.port, body, &status);
+        FX_CHECK(status == 200 && json_is_integer(fx_at(doc, "results.0.rows.0.0")),
+                 "round %d: no pid (status %d)", round, status);
+        char pid[32];
+        snprintf(pid, sizeof(pid), "%lld", (long long)json_integer_value(fx_at(doc, "results.0.rows.0.0")));
+        json_decref(doc);
+        const char *params[] = {pid};
+        char *killed = fx_sql_value(true, "SELECT pg_terminate_backend($1::int)", 1, params);
+        FX_CHECK(killed && strcmp(killed, "t") == 0, "round %d: could not terminate backend %s", round, pid);
+        free(killed);
+        /* Until the server has ended it: its FATAL and its close are on their way. */
+        double deadline = fx_now() + 10 * fx_scale();
+        for (char *left = NULL;; fx_sleep_ms(5)) {
+            left = fx_sql_value(true, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", 1, params);
+            bool gone = left && strcmp(left, "0") == 0;
+            free(left);
+            if (gone)
+                break;
+            FX_CHECK(fx_now() < deadline, "round %d: backend %s still there after 10 s", round, pid);
+        }
+        doc = fx_post_json(one.port, body, &status);
+        if (status != 200 || fx_at(doc, "results.0.error") != NULL)
+            fx_print_json("the batch after the termination", doc);
+        FX_CHECK(status == 200, "round %d: status %d", round, status);
+        FX_EXPECT_KIND(doc, "results.0.rows.0.0", "integer");
+        FX_CHECK(json_integer_value(fx_at(doc, "results.0.rows.0.0")) != atoll(pid),
+                 "round %d: ran on the terminated backend", round);
+        json_decref(doc);
+    }
+    FX_CHECK(fx_log_count(&one, "found dead before use") + fx_log_count(&one, "idle database connection lost") >= 5,
+             "the dead connections were not noticed before use");
+    assert_true(fx_stop(&one));
+}
+
 /* The connection dies while a pipeline is still being written: its first statement sleeps, so the
  * server stops reading, and the last one carries a parameter larger than the socket's buffer, so
  * libpq waits to send it, finds the connection closed when the backend is terminated, and the
@@ -409,6 +458,7 @@ int it_reconnect(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backends_terminated),
+        cmocka_unit_test(test_backend_terminated_while_idle),
         cmocka_unit_test(test_connection_cut_while_connecting),
         cmocka_unit_test(test_connection_lost_while_sending),
         cmocka_unit_test(test_clean_exit),
