@@ -252,12 +252,14 @@ static bool read_query(pipe *p, int i)
     return PQstatus(pg) == CONNECTION_OK && (!sq[i].syncs || db_read_sync(pg));
 }
 
-/* In round 1 of several parts, did a cancel (code) stop query i that was not meant for it
- * (another batch's deadline)? Not when no deadline's cancel went out to the run: then the 57014
- * is statement_timeout's (or an administrator's), and the query's answer. */
+/* In a run of several parts, did a cancel (code) stop query i that was not meant for it
+ * (another batch's deadline)? In any round: a batch with two jobs in the run sends two cancels,
+ * and the second may land on what the first sent to round 2 (test_two_cancels_of_one_deadline);
+ * each cancel costs at most one more round. Not when no deadline's cancel went out to the run:
+ * then the 57014 is statement_timeout's (or an administrator's), and the query's answer. */
 static bool cancelled_for_another(pipe *p, int i, const char *code)
 {
-    return p->nparts > 1 && p->round == 1 && code && strcmp(code, "57014") == 0 && p->hooks &&
+    return p->nparts > 1 && code && strcmp(code, "57014") == 0 && p->hooks &&
            p->hooks->query_wanted && p->hooks->query_wanted(p->hooks->arg, i) &&
            p->hooks->cancel_sent && p->hooks->cancel_sent(p->hooks->arg);
 }
@@ -265,7 +267,7 @@ static bool cancelled_for_another(pipe *p, int i, const char *code)
 /* Must query i go out again? Yes when the read-only transaction it was in (shared, or its own
  * in a read-only pipeline) failed before it ran, or when it was refused as a write in a shared
  * one (it would have run alone), unless the pipeline is read-only: then that is its answer. And
- * in round 1 of several parts when a cancel stopped it that was not meant for it (another
+ * in a run of several parts when a cancel stopped it that was not meant for it (another
  * batch's deadline): its transaction rolled back, so it changed nothing. And when the statement
  * it executes was never made (it did not run either) and the query that was to make it goes
  * again, or a cancel stopped that one's Parse: not its own text's fault. */
@@ -344,7 +346,8 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
         goto conclude;
     }
     /* Round 1 sends every query; round 2 what a failed read-only transaction left unrun, each
-     * with its own sync (and an unnamed opener), so there is no round 3. The reset goes behind
+     * with its own sync (and an unnamed opener), so a failed transaction makes no round 3; a
+     * cancel meant for another batch, or a failed reset, may (each once). The reset goes behind
      * each part (each batch's queries) of a round: the short one when the part ran in one
      * block, which its ROLLBACK ends, else the full one with a sync. When a part failed, so did
      * the resets up to the next sync: the parts behind it ran on whatever it left (a session

@@ -379,6 +379,57 @@ static void test_cancel_meant_for_another_batch(void **state)
              "the batches did not share a pipeline: the test proves nothing");
 }
 
+/* A batch with two jobs in a shared pipeline passes its deadline: two cancels go out for the
+ * run. The first stops its query and sends the batch behind it to round 2; the second may land
+ * there, on a statement of a batch that set no deadline, which must go out again, not answer
+ * 57014 (canceling statement due to user request). */
+static void test_two_cancels_of_one_deadline(void **state)
+{
+    static const char *const other_body =
+        "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS b1\",\"params\":[\"4267\"]}]}";
+    char timed_body[256];
+    fx_conn busy, timed, other;
+    (void)state;
+
+    snprintf(timed_body, sizeof(timed_body),
+             "{\"timeout_ms\":%d,\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS a1\","
+             "\"params\":[\"4265\"]},{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS a2\",\"params\":[\"4266\"]}]}",
+             (int)(300 * fx_scale()) + 400);
+    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
+        json_decref(FX_BATCH(one.port, timed_body));
+        json_decref(FX_BATCH(one.port, other_body));
+    }
+    PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    PQclear(PQexec(admin, "SELECT pg_advisory_lock(4265), pg_advisory_lock(4267)"));
+    double batched = fx_metric(one.port, BATCHED);
+    occupy_the_worker(&busy, 0.3);
+    assert_true(fx_conn_post_batch(&timed, one.port, timed_body));
+    fx_sleep_ms(5);
+    assert_true(fx_conn_post_batch(&other, one.port, other_body));
+    fx_response r;
+    assert_true(fx_conn_read(&timed, false, &r));
+    FX_CHECK(strstr(r.body, "\"timeout\"") != NULL, "the batch with the deadline: %s", r.body);
+    fx_response_free(&r);
+    fx_sleep_ms((int)(500 * fx_scale())); /* both cancels go out from another thread: let them land */
+    PQclear(PQexec(admin, "SELECT pg_advisory_unlock(4265), pg_advisory_unlock(4267)"));
+    PQfinish(admin);
+    assert_true(fx_conn_read(&other, false, &r));
+    json_t *doc = json_loads(r.body, 0, NULL);
+    FX_CHECK(r.status == 200 && doc, "the other batch: status %d: %s", r.status, r.body);
+    if (fx_at(doc, "results.0.error") != NULL)
+        fx_print_json("the other batch", doc);
+    FX_CHECK(fx_at(doc, "results.0.error") == NULL, "the batch without a deadline got an error");
+    FX_EXPECT_LEN(doc, "results.0.rows", 1);
+    json_decref(doc);
+    fx_response_free(&r);
+    fx_conn_close(&timed);
+    fx_conn_close(&other);
+    free_the_worker(&busy);
+    FX_CHECK(fx_metric(one.port, BATCHED) - batched >= 2,
+             "the batches did not share a pipeline: the test proves nothing");
+}
+
 /* A statement_timeout inside a pipeline of several batches: its 57014 is the query's answer,
  * not a cancel meant for another batch, so it does not go out again (where, its transaction
  * rolled back, the timeout it set would be gone, and it would wait for the lock instead). */
@@ -982,6 +1033,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_deadline_in_a_pipeline_of_batches),
         cmocka_unit_test(test_cancel_meant_for_another_batch),
         cmocka_unit_test(test_statement_timeout_in_a_pipeline_of_batches),
+        cmocka_unit_test(test_two_cancels_of_one_deadline),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_new_column_type_in_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
