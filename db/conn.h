@@ -83,18 +83,20 @@ bool db_conn_reset(db_conn *c);
  * round trip (false: not prepared; still usable unless out of pipeline mode failed);
  * db_reset_send sends the statements of its kind (as the connection's named statements when
  * db_reset_prepare made them, else unnamed); db_reset_read reads them (false when a statement
- * failed) and hands over the check's result (NULL for DB_RESET_UNLOCK); once out of pipeline mode,
+ * failed) and hands over the check's result; db_reset_foreign says whether it shows a
+ * client's prepared statement (or is not a check at all); once out of pipeline mode,
  * db_reset_finish reads it and, when a client made prepared statements of its own or dropped
  * fanout's, runs DEALLOCATE ALL and starts fanout's statements over. False: the reset failed.
  */
 typedef enum db_reset_kind {
-    DB_RESET_FULL,   /* every statement, then a sync */
-    DB_RESET_UNLOCK, /* closing a read-only transaction block: unlock, ROLLBACK; no sync */
-    DB_RESET_CHECK   /* the same with the check in place of the unlock */
+    DB_RESET_FULL, /* every statement, then a sync */
+    DB_RESET_CHECK /* closing a read-only transaction block: the check (which unlocks), ROLLBACK;
+                      no sync */
 } db_reset_kind;
 bool db_reset_prepare(db_conn *c);
 bool db_reset_send(db_conn *c, db_reset_kind kind);
 bool db_reset_read(db_conn *c, db_reset_kind kind, PGresult **check);
+bool db_reset_foreign(const PGresult *check);
 bool db_reset_finish(db_conn *c, const PGresult *check);
 
 /* Whether the reset's statements and the openers are prepared on the connection

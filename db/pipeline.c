@@ -69,6 +69,7 @@ typedef struct pipe {
     int last_sent;      /* the query sent last, -1 for none */
     int nparts;
     int round;          /* 1, or 2 for what goes out again */
+    bool deallocated;   /* a DEALLOCATE ALL went out between rounds (a client's PREPARE) */
     const db_pipe_hooks *hooks; /* the caller's, or NULL */
 } pipe;
 
@@ -355,7 +356,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
      * ROLLBACK (a block left open) and a reset; should the last reset have failed too,
      * DB_SQL_ERROR: the worker resets the connection again. A reset alone (no parts) goes out
      * at the front of round 1. */
-    bool reset_first = reset && n == 0;
+    bool reset_first = reset && n == 0, dealloc_first = false;
     for (int round = 1; !broken && (round == 1 || ntodo > 0); round++) {
         p->round = round;
         bool prepared = round == 1 && db_conn_reset_prepared(c);
@@ -374,6 +375,12 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
             broken = broken || !PQenterPipelineMode(p->pg) ||
                      (rollback_first && !db_own_send(c, DB_OWN_ROLLBACK, false));
         }
+        if (!broken && dealloc_first) { /* a client's PREPARE: every statement goes, fanout's too */
+            db_stmts_clear(p->stmts);
+            db_conn_set_reset_prepared(c, false);
+            p->deallocated = true;
+            broken = !PQsendQueryParams(p->pg, "DEALLOCATE ALL", 0, NULL, NULL, NULL, NULL, 0);
+        }
         if (!broken && reset_first && !db_reset_send(c, DB_RESET_FULL))
             broken = true;
         for (; !broken && nsent < ntodo; nsent++) {
@@ -388,8 +395,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
             } else if (ends) {
                 db_reset_kind kind = DB_RESET_FULL;
                 if (reset && p->open && part_shared(p, todo, nsent)) {
-                    /* The reset's ROLLBACK ends the block; the last check is the one read. */
-                    kind = nsent + 1 == ntodo ? DB_RESET_CHECK : DB_RESET_UNLOCK;
+                    kind = DB_RESET_CHECK; /* the reset's ROLLBACK ends the block */
                     p->open = false;
                 }
                 p->sq[i].reset = kind;
@@ -404,6 +410,9 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
         mark = t0;
         if (!broken && rollback_first)
             PQclear(db_read_command(p->pg));
+        if (!broken && dealloc_first)
+            PQclear(db_read_command(p->pg)); /* its failure shows in the reset's check */
+        dealloc_first = false;
         if (!broken && reset_first) {
             PQclear(check); /* the last reset read is the one that counts */
             check = NULL;
@@ -412,6 +421,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
             mark = db_now_ms();
         }
         bool tainted = false; /* a reset failed ahead of the part being read */
+        bool foreign = false; /* a client's prepared statement was there behind a part */
         for (int k = 0; k < nsent; k++) {
             int i = todo[k];
             /* A query's own time starts when what went before it ended (the first: the send). */
@@ -426,7 +436,7 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
                 continue;
             /* Final unless it goes out again: hand it over now, not after the whole pipeline
              * and the reset (a deadline passing meanwhile would lose it). */
-            p->sq[i].resend = tainted || must_resend(p, i);
+            p->sq[i].resend = tainted || (foreign && p->sq[i].shared) || must_resend(p, i);
             if (!p->sq[i].resend && db_reader_concludes_offline(&p->rds[i]))
                 conclude(p, i);
             if (reset && ends_part(p, todo, ntodo, k)) {
@@ -436,6 +446,11 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
                 if (p->sq[i].reset_syncs && !db_read_sync(p->pg))
                     reset_ok = false;
                 tainted = tainted || !reset_ok;
+                /* A client's PREPARE (also from a function) outlives its part's reset: the
+                 * shared reads behind it ran with it there, and go out again after a DEALLOCATE
+                 * ALL; what ran outside a block stands (it may have written; its own
+                 * statements were fresh). Behind the last part, db_reset_finish deals with it. */
+                foreign = foreign || (reset_ok && k + 1 < nsent && db_reset_foreign(check));
                 mark = db_now_ms();
             }
         }
@@ -451,12 +466,16 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
         ntodo = again;
         /* What goes again after a failed last reset (a failed block fails all behind it, the
          * last reset too) may follow another batch's failed part: reset first. */
-        reset_first = reset && !reset_ok && ntodo > 0;
+        reset_first = reset && (!reset_ok || foreign) && ntodo > 0;
+        dealloc_first = foreign && ntodo > 0;
     }
     if (!broken && !PQexitPipelineMode(p->pg))
         broken = true;
     if (!broken && reset && reset_ok)
         reset_ok = db_reset_finish(c, check);
+    /* After a DEALLOCATE ALL here, the reset's statements are prepared again for the next run. */
+    if (!broken && reset && reset_ok && p->deallocated && !db_conn_reset_prepared(c))
+        reset_ok = db_reset_prepare(c);
 conclude:
     /* Out of pipeline mode now (unless broken): the rest may look up a type name. */
     for (int i = 0; i < n; i++)

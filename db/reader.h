@@ -55,7 +55,6 @@ typedef enum db_own_stmt {
     DB_OWN_READ_ONLY, /* makes the implicit transaction it starts read-only */
     DB_OWN_BEGIN,     /* BEGIN READ ONLY */
     DB_OWN_ROLLBACK,
-    DB_OWN_UNLOCK,    /* pg_advisory_unlock_all() */
     DB_OWN_RESET_1,   /* the full reset's, through DB_OWN_CHECK */
     DB_OWN_CHECK = DB_OWN_RESET_1 + 6,
     DB_OWN_N

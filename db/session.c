@@ -17,11 +17,11 @@
  * when a worker sends them right behind a batch's queries (db_exec_pipeline's `reset`).
  *
  * Behind a part of a pipeline whose queries all ran in one read-only transaction block (BEGIN
- * READ ONLY, db/pipeline.c), the reset is shorter (DB_RESET_UNLOCK, DB_RESET_CHECK): that
- * block's ROLLBACK undoes every setting, role, cursor, LISTEN and temporary object made in it
- * (a read-only transaction cannot advance a sequence), which leaves what a rollback does not
- * undo: session advisory locks (pg_advisory_unlock_all) and prepared statements (the check,
- * behind the last part of a run: the one that is read). Two statements instead of seven and no
+ * READ ONLY, db/pipeline.c), the reset is shorter (DB_RESET_CHECK): that block's ROLLBACK
+ * undoes every setting, role, cursor, LISTEN and temporary object made in it (a read-only
+ * transaction cannot advance a sequence), which leaves what a rollback does not undo: session
+ * advisory locks (pg_advisory_unlock_all) and prepared statements (the check, behind every
+ * part: a client's PREPARE must not reach the parts behind it, db/pipeline.c). Two statements instead of seven and no
  * sync, so parts follow each other in one segment; the server's cost of a single point select
  * and its reset fell by a third (about 43 to 27 us). A ROLLBACK outside a block would also
  * work, but it costs a WARNING in the server's log each time.
@@ -47,7 +47,6 @@ static const struct {
                           "SELECT pg_catalog.set_config('transaction_read_only', 'on', true)"},
     [DB_OWN_BEGIN] = {"fanout_begin", "BEGIN READ ONLY"},
     [DB_OWN_ROLLBACK] = {"fanout_rollback", "ROLLBACK"},
-    [DB_OWN_UNLOCK] = {"fanout_unlock", "SELECT pg_catalog.pg_advisory_unlock_all()"},
     [DB_OWN_RESET_1] = {"fanout_reset_1", "SET SESSION AUTHORIZATION DEFAULT"},
     {"fanout_reset_2", "RESET ALL"},
     {"fanout_reset_3", "CLOSE ALL"},
@@ -94,7 +93,7 @@ bool db_reset_send(db_conn *c, db_reset_kind kind)
     bool named = db_conn_reset_prepared(c);
 
     if (kind != DB_RESET_FULL) /* the block's ROLLBACK ends its transaction: no sync needed */
-        return db_own_send(c, kind == DB_RESET_CHECK ? DB_OWN_CHECK : DB_OWN_UNLOCK, named) &&
+        return db_own_send(c, DB_OWN_CHECK, named) &&
                db_own_send(c, DB_OWN_ROLLBACK, named);
     for (int i = DB_OWN_RESET_1; i <= DB_OWN_CHECK; i++)
         if (!db_own_send(c, i, named))
@@ -123,12 +122,18 @@ bool db_reset_read(db_conn *c, db_reset_kind kind, PGresult **check)
 
     *check = NULL;
     if (kind != DB_RESET_FULL) {
-        ok = read_one(pg, kind == DB_RESET_CHECK ? check : NULL);
+        ok = read_one(pg, check);
         return read_one(pg, NULL) && ok;
     }
     for (int i = DB_OWN_RESET_1; i <= DB_OWN_CHECK; i++)
         ok = read_one(pg, i == DB_OWN_CHECK ? check : NULL) && ok;
     return db_read_sync(pg) && ok;
+}
+
+bool db_reset_foreign(const PGresult *check)
+{
+    return PQresultStatus(check) != PGRES_TUPLES_OK || PQntuples(check) != 1 ||
+           strcmp(PQgetvalue(check, 0, 1), "0") != 0;
 }
 
 /* Start the connection's prepared statements over: a client's own go, and so do fanout's. */

@@ -379,6 +379,61 @@ static void test_cancel_meant_for_another_batch(void **state)
              "the batches did not share a pipeline: the test proves nothing");
 }
 
+/* A batch whose function PREPAREs a statement shares a pipeline with the batch behind it: the
+ * reset between them (its ROLLBACK) does not undo a PREPARE, so the check behind every part
+ * sees it, and the batch behind goes out again after a DEALLOCATE ALL: it never sees the
+ * statement (its text could hold another client's secret, or take the name of fanout's own). */
+static void test_prepare_does_not_reach_the_next_batch(void **state)
+{
+    static const char *const prepare_body =
+        "{\"queries\":[{\"sql\":\"SELECT it_pipe_prepare($1) AS a\",\"params\":[\"1\"]}]}";
+    static const char *const quiet_body =
+        "{\"queries\":[{\"sql\":\"SELECT it_pipe_prepare($1) AS a\",\"params\":[\"0\"]}]}";
+    static const char *const look_body =
+        "{\"queries\":[{\"sql\":\"SELECT count(*)::int FROM pg_prepared_statements WHERE from_sql\"}]}";
+    fx_conn busy, prepare, look;
+    (void)state;
+
+    assert_true(fx_sql_ok(true, "CREATE OR REPLACE FUNCTION it_pipe_prepare(int) RETURNS int "
+                                "LANGUAGE plpgsql AS $$ BEGIN IF $1 = 1 THEN "
+                                "EXECUTE 'PREPARE it_pipe_secret AS SELECT ''hunter2'''; END IF; "
+                                "RETURN $1; END $$"));
+    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
+        json_decref(FX_BATCH(one.port, quiet_body));
+        json_decref(FX_BATCH(one.port, look_body));
+    }
+    double batched = fx_metric(one.port, BATCHED), resent = fx_metric(one.port, RESENT);
+    occupy_the_worker(&busy, 0.3);
+    assert_true(fx_conn_post_batch(&prepare, one.port, prepare_body));
+    fx_sleep_ms(5);
+    assert_true(fx_conn_post_batch(&look, one.port, look_body));
+    fx_response r;
+    assert_true(fx_conn_read(&prepare, false, &r));
+    json_t *doc = json_loads(r.body, 0, NULL);
+    FX_CHECK(r.status == 200 && doc, "the batch that prepares: status %d: %s", r.status, r.body);
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 1);
+    json_decref(doc);
+    fx_response_free(&r);
+    assert_true(fx_conn_read(&look, false, &r));
+    doc = json_loads(r.body, 0, NULL);
+    FX_CHECK(r.status == 200 && doc, "the batch behind: status %d: %s", r.status, r.body);
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 0);
+    json_decref(doc);
+    fx_response_free(&r);
+    fx_conn_close(&prepare);
+    fx_conn_close(&look);
+    free_the_worker(&busy);
+    FX_CHECK(fx_metric(one.port, BATCHED) - batched >= 2,
+             "the batches did not share a pipeline: the test proves nothing");
+    FX_CHECK(fx_metric(one.port, RESENT) - resent >= 1, "the batch behind was not sent again");
+    /* and the connection goes on clean, with its statements prepared again */
+    for (int i = 0; i < 3; i++) {
+        doc = FX_BATCH(one.port, look_body);
+        FX_EXPECT_INT(doc, "results.0.rows.0.0", 0);
+        json_decref(doc);
+    }
+}
+
 /* A batch with two jobs in a shared pipeline passes its deadline: two cancels go out for the
  * run. The first stops its query and sends the batch behind it to round 2; the second may land
  * there, on a statement of a batch that set no deadline, which must go out again, not answer
@@ -1034,6 +1089,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_cancel_meant_for_another_batch),
         cmocka_unit_test(test_statement_timeout_in_a_pipeline_of_batches),
         cmocka_unit_test(test_two_cancels_of_one_deadline),
+        cmocka_unit_test(test_prepare_does_not_reach_the_next_batch),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_new_column_type_in_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
