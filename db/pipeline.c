@@ -70,6 +70,8 @@ typedef struct pipe {
     int nparts;
     int round;          /* 1, or 2 for what goes out again */
     bool deallocated;   /* a DEALLOCATE ALL went out between rounds (a client's PREPARE) */
+    int nstale;         /* cached statements a schema change made stale, to deallocate */
+    char stale[DB_PIPELINE_MAX][DB_STMT_NAME_MAX];
     const db_pipe_hooks *hooks; /* the caller's, or NULL */
 } pipe;
 
@@ -198,6 +200,28 @@ static bool part_shared(const pipe *p, const int *todo, int k)
     return false;
 }
 
+/* Did query i fail because its cached statement went stale: "cached plan must not change result
+ * type" (0A000), raised when a table it reads gained or lost a column (ALTER TABLE) since it was
+ * prepared, before it ran? Only for a statement prepared before this pipeline: one parsed here
+ * is fresh, so its 0A000 is its answer (and a statement goes out again at most once). */
+static bool stale_plan(const pipe *p, int i, const char *code)
+{
+    return code && strcmp(code, "0A000") == 0 && p->sq[i].name[0] && p->sq[i].parsed_by < 0 &&
+           !p->sq[i].parse;
+}
+
+/* Out of the cache at once (what goes out again is parsed afresh, under a new name); off the
+ * server before the next round. */
+static void forget_stale(pipe *p, const char *name)
+{
+    for (int j = 0; j < p->nstale; j++)
+        if (strcmp(p->stale[j], name) == 0)
+            return;
+    db_stmts_forget(p->stmts, name);
+    if (p->nstale < DB_PIPELINE_MAX)
+        snprintf(p->stale[p->nstale++], DB_STMT_NAME_MAX, "%s", name);
+}
+
 /* Read query i's results (after what went ahead of it). */
 static bool read_query(pipe *p, int i)
 {
@@ -247,6 +271,8 @@ static bool read_query(pipe *p, int i)
         const char *code = PQresultErrorField(rd->last, PG_DIAG_SQLSTATE);
         if (code && strcmp(code, "26000") == 0)
             db_stmts_clear(p->stmts); /* someone deallocated fanout's statements: start over */
+        else if (stale_plan(p, i, code))
+            forget_stale(p, sq[i].name);
     }
     if (sq[i].block_ends)
         PQclear(db_read_command(pg));
@@ -283,6 +309,8 @@ static bool must_resend(pipe *p, int i)
         return true;
     if (p->round == 1 && code && strcmp(code, "25P02") == 0)
         return true; /* in_failed_sql_transaction: a failed block's sync went ahead of it */
+    if (stale_plan(p, i, code))
+        return true; /* it did not run: parsed again, it will (test_statement_after_alter_table) */
     code = PQresultErrorField(last, PG_DIAG_SQLSTATE);
     /* Cancelled, in a run of several batches' quick reads, by a deadline that was not its own:
      * it stopped and its transaction rolled back, shared or not (a query whose statement was
@@ -379,7 +407,14 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
             db_stmts_clear(p->stmts);
             db_conn_set_reset_prepared(c, false);
             p->deallocated = true;
+            p->nstale = 0;
             broken = !PQsendQueryParams(p->pg, "DEALLOCATE ALL", 0, NULL, NULL, NULL, NULL, 0);
+        }
+        int nstale = round > 1 ? p->nstale : 0; /* fanout's own names, never request data */
+        for (int j = 0; !broken && j < nstale; j++) {
+            char cmd[DB_STMT_NAME_MAX + 16];
+            snprintf(cmd, sizeof(cmd), "DEALLOCATE %s", p->stale[j]);
+            broken = !PQsendQueryParams(p->pg, cmd, 0, NULL, NULL, NULL, NULL, 0);
         }
         if (!broken && reset_first && !db_reset_send(c, DB_RESET_FULL))
             broken = true;
@@ -413,6 +448,9 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
         if (!broken && dealloc_first)
             PQclear(db_read_command(p->pg)); /* its failure shows in the reset's check */
         dealloc_first = false;
+        for (int j = 0; !broken && j < nstale; j++)
+            PQclear(db_read_command(p->pg)); /* likewise */
+        p->nstale -= nstale;
         if (!broken && reset_first) {
             PQclear(check); /* the last reset read is the one that counts */
             check = NULL;

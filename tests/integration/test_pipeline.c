@@ -434,6 +434,40 @@ static void test_prepare_does_not_reach_the_next_batch(void **state)
     }
 }
 
+/* A table gains a column after fanout prepared a statement that reads it: the server refuses the
+ * cached statement ("cached plan must not change result type", 0A000) before it runs, so it goes
+ * out again, parsed afresh, and answers with the new column; the stale one is deallocated. It
+ * used to answer 0A000 on every run until fanout restarted. */
+static void test_statement_after_alter_table(void **state)
+{
+    static const char *const body = "{\"queries\":[{\"sql\":\"SELECT * FROM it_pipe_altered\"}]}";
+    (void)state;
+
+    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_altered; "
+                                "CREATE TABLE it_pipe_altered (a int); INSERT INTO it_pipe_altered VALUES (1); "
+                                "GRANT ALL ON it_pipe_altered TO PUBLIC"));
+    for (int i = 0; i < 3; i++) { /* prepared on the one worker's connection */
+        json_t *doc = FX_BATCH(one.port, body);
+        FX_EXPECT_INT(doc, "results.0.rows.0.0", 1);
+        json_decref(doc);
+    }
+    assert_true(fx_sql_ok(true, "ALTER TABLE it_pipe_altered ADD COLUMN b int DEFAULT 7"));
+    for (int i = 0; i < 3; i++) {
+        json_t *doc = FX_BATCH(one.port, body);
+        if (fx_at(doc, "results.0.error") != NULL)
+            fx_print_json("after ALTER TABLE", doc);
+        FX_EXPECT_STR(doc, "results.0.columns.1.name", "b");
+        FX_EXPECT_INT(doc, "results.0.rows.0.1", 7);
+        json_decref(doc);
+    }
+    /* and the stale statement is gone from the server: only fanout's own are left */
+    json_t *doc = FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT count(*)::int FROM pg_prepared_statements "
+                                     "WHERE statement = 'SELECT * FROM it_pipe_altered'\"}]}");
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 1);
+    json_decref(doc);
+    assert_true(fx_sql_ok(true, "DROP TABLE it_pipe_altered"));
+}
+
 /* A batch with two jobs in a shared pipeline passes its deadline: two cancels go out for the
  * run. The first stops its query and sends the batch behind it to round 2; the second may land
  * there, on a statement of a batch that set no deadline, which must go out again, not answer
@@ -1090,6 +1124,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_statement_timeout_in_a_pipeline_of_batches),
         cmocka_unit_test(test_two_cancels_of_one_deadline),
         cmocka_unit_test(test_prepare_does_not_reach_the_next_batch),
+        cmocka_unit_test(test_statement_after_alter_table),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_new_column_type_in_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
