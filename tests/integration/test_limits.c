@@ -283,6 +283,26 @@ static void test_two_that_fit_only_alone(void **state)
     }
 }
 
+/* One value far past the limit is refused before it is encoded: a text of control characters
+ * takes six bytes of JSON a byte, and encoding 16 MB of them before the limit was checked took
+ * some 100 MB more. libpq still holds the row it read (about twice its size). */
+static void test_huge_value_not_encoded(void **state)
+{
+    (void)state;
+    long peak0 = proc_kb(&small, "VmHWM");
+    FX_CHECK(peak0 > 0, "cannot read VmHWM of pid %d", (int)small.pid);
+
+    json_t *doc = FX_BATCH(small.port, "{\"queries\":[{\"sql\":\"SELECT repeat(chr(1), 16000000) AS v\"},"
+                                       "{\"sql\":\"SELECT 2 AS two\"}]}");
+    FX_EXPECT_STR(doc, "results.0.error.code", "result_too_large");
+    FX_EXPECT_INT(doc, "results.1.rows.0.0", 2);
+    json_decref(doc);
+
+    long peak = proc_kb(&small, "VmHWM");
+    print_message("limits: peak RSS %ld KiB before, %ld KiB after a 16 MB value\n", peak0 / 1024, peak / 1024);
+    FX_CHECK(peak < peak0 + 64 * MIB, "peak RSS grew from %ld to %ld KiB", peak0 / 1024, peak / 1024);
+}
+
 /* About 500 MB of rows cut at 1 MiB: fanout's peak memory hardly moves, and the query stops. */
 static void test_memory_bounded_by_limit(void **state)
 {
@@ -352,6 +372,7 @@ int it_limits(void)
         cmocka_unit_test(test_too_large_alone),
         cmocka_unit_test(test_error_texts_are_bounded),
         cmocka_unit_test(test_two_that_fit_only_alone),
+        cmocka_unit_test(test_huge_value_not_encoded),
         cmocka_unit_test(test_memory_bounded_by_limit),
         cmocka_unit_test(test_notifications_do_not_pile_up),
         cmocka_unit_test(test_clean_exit),
