@@ -89,6 +89,22 @@ static void put_field(db_buf *b, const char *name, const char *value)
         db_buf_puts(b, "null");
 }
 
+/* A field of a text line: request data (the path, the request id) must not bring a newline, a
+ * terminal escape or a tab that fakes another field, so control bytes and the backslash go as
+ * \xHH. A NULL prints as "-". */
+static void put_text(db_buf *b, const char *value)
+{
+    if (!value) {
+        db_buf_putc(b, '-');
+        return;
+    }
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || *p == '\\')
+            db_buf_printf(b, "\\x%02x", *p);
+        else
+            db_buf_putc(b, (char)*p);
+}
+
 void svc_log_access(const svc_access *a)
 {
     db_buf b = DB_BUF_INIT;
@@ -108,11 +124,17 @@ void svc_log_access(const svc_access *a)
         if (a->token)
             put_field(&b, "token", a->token);
     } else {
-        db_buf_printf(&b, " %s %s %d queries=%d mode=%s %.3fms peer=%s id=%s", a->method, a->path,
-                      a->status, a->queries, a->mode ? a->mode : "-", a->elapsed_ms, a->peer,
-                      a->request_id);
-        if (a->token)
-            db_buf_printf(&b, " token=%s", a->token);
+        db_buf_putc(&b, ' ');
+        put_text(&b, a->method);
+        db_buf_putc(&b, ' ');
+        put_text(&b, a->path);
+        db_buf_printf(&b, " %d queries=%d mode=%s %.3fms peer=%s id=", a->status, a->queries,
+                      a->mode ? a->mode : "-", a->elapsed_ms, a->peer);
+        put_text(&b, a->request_id);
+        if (a->token) {
+            db_buf_puts(&b, " token=");
+            put_text(&b, a->token);
+        }
     }
     emit(&b);
     db_buf_free(&b);

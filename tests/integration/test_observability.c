@@ -191,6 +191,39 @@ static void test_access_log_line(void **state)
     json_decref(line);
 }
 
+/* In the text log format, request data cannot forge a field or a line, nor send the terminal an
+ * escape: control bytes of the path go as \xHH. */
+static void test_text_log_escapes_request_data(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--workers", "1", "--log-format", "text", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server text = {.pid = -1};
+    fx_response r;
+    assert_true(fx_start(&text, &opts));
+    assert_true(fx_http(text.port, "GET", "/esc\x1b[31m\tfake=1", "", NULL, 0, &r));
+    assert_int_equal(r.status, 404);
+    fx_response_free(&r);
+
+    bool found = false;
+    for (int tries = 0; tries < 50 && !found; tries++) {
+        FILE *f = fopen(text.log, "r");
+        char buf[2048];
+        assert_non_null(f);
+        while (fgets(buf, sizeof(buf), f))
+            if (strstr(buf, "fake=1")) {
+                found = true;
+                FX_CHECK(strstr(buf, "GET /esc\\x1b[31m\\x09fake=1 404 ") != NULL, "log line: %s", buf);
+                FX_CHECK(strchr(buf, '\x1b') == NULL && strchr(buf, '\t') == NULL, "raw control bytes: %s", buf);
+            }
+        fclose(f);
+        if (!found)
+            fx_sleep_ms(20);
+    }
+    FX_CHECK(found, "no access log line for the request in %s", text.log);
+    assert_true(fx_stop(&text));
+}
+
 /* A server NOTICE must not reach stderr raw: every line of the log stays one JSON object. */
 static void test_log_lines_are_json(void **state)
 {
@@ -257,6 +290,7 @@ int it_observability(void)
         cmocka_unit_test(test_request_ids),
         cmocka_unit_test(test_access_log_line),
         cmocka_unit_test(test_log_lines_are_json),
+        cmocka_unit_test(test_text_log_escapes_request_data),
         cmocka_unit_test(test_superuser_warning),
         cmocka_unit_test(test_clean_exit),
     };
