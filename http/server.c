@@ -6,6 +6,7 @@
  */
 #include "http/server.h"
 #include "http/tls.h"
+#include "service/log.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -28,6 +29,9 @@
 
 /* Request headers beyond this are refused (libevent 2.1 leaves them unlimited). */
 #define MAX_HEADERS_BYTES (64 * 1024)
+
+/* Input a connection may hold unparsed beyond a body and its headers: a read's worth and more. */
+#define INPUT_SLACK_BYTES (64 * 1024)
 
 /* Body bytes a connection beyond max_clients may still send (see on_client_bytes): enough for a
  * batch to get its 503, and no more than its headers may take. */
@@ -423,7 +427,8 @@ static bool count_client(http_server *s, struct evhttp_connection *evcon)
  * (route). A probe has no body, so such a connection may send its headers but only
  * UNCOUNTED_BODY_BYTES of body: a small batch reaches route() and gets its 503, a larger body is
  * answered 413 by libevent, which closes the connection without reading it. It is counted on
- * later bytes once a slot is free.
+ * later bytes once a slot is free. Any connection whose unparsed input passes max_body_bytes +
+ * MAX_HEADERS_BYTES + INPUT_SLACK_BYTES is closed without a reply.
  */
 static void on_client_bytes(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
 {
@@ -432,9 +437,22 @@ static void on_client_bytes(struct evbuffer *in, const struct evbuffer_cb_info *
     void *evcon = NULL;
     size_t at;
 
-    (void)in;
     if (!s || info->n_added == 0)
         return;
+    /* libevent bounds the headers and the body but reads a chunk-size line with no limit, so a
+     * line that never ends would be buffered whole. Past the bound: stop reading and fail the
+     * connection through evhttp's own error path, deferred (libevent is still using bev here),
+     * so evhttp frees it cleanly and the close callback runs as for any hang-up. */
+    size_t cap = (size_t)s->settings->max_body_bytes + MAX_HEADERS_BYTES + INPUT_SLACK_BYTES;
+    if (evbuffer_get_length(in) > cap) {
+        if (info->orig_size <= cap)
+            svc_log_info("closing a client connection: over %zu bytes of its request unparsed",
+                         cap);
+        bufferevent_disable(bev, EV_READ);
+        bufferevent_trigger_event(bev, BEV_EVENT_READING | BEV_EVENT_ERROR,
+                                  BEV_TRIG_DEFER_CALLBACKS);
+        return;
+    }
     /* evhttp gives every callback it sets on its bufferevent the connection as argument. */
     bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
     if (!evcon || conn_find(&s->clients, evcon, &at) || count_client(s, evcon))

@@ -13,7 +13,8 @@
  * parsed and before anything reaches the service.
  * Anything else gets a JSON error: 404 not_found, 405 method_not_allowed (with Allow),
  * 415 unsupported_media_type, 400 bad_request, 413 too_large. A body over max_body_bytes is
- * refused by libevent itself (its own 413 page) before fanout sees it.
+ * refused by libevent itself (its own 413 page) before fanout sees it. A connection holding more
+ * than max_body_bytes + 128 KiB of unparsed input (a chunk-size line that never ends) is closed.
  *
  * Threads: every function here runs on the loop thread, and so must every use of the
  * evhttp_request a handler is given. Knows HTTP and JSON; knows nothing of libpq or workers.

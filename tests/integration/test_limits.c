@@ -17,9 +17,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "tests/integration/groups.h"
 #include "tests/integration/harness.h"
@@ -29,6 +32,7 @@
 
 static fx_server cut = {.pid = -1};
 static fx_server small = {.pid = -1};
+static fx_server own = {.pid = -1}; /* a server one test starts with settings of its own */
 static char *saved_asan; /* ASAN_OPTIONS before the group, restored after (NULL: unset) */
 
 static int group_setup(void **state)
@@ -54,6 +58,7 @@ static int group_teardown(void **state)
     (void)state;
     fx_kill(&cut);
     fx_kill(&small);
+    fx_kill(&own);
     if (saved_asan)
         setenv("ASAN_OPTIONS", saved_asan, 1);
     else
@@ -356,6 +361,77 @@ static void test_notifications_do_not_pile_up(void **state)
     FX_CHECK(rss1 > 0 && rss < rss1 + 40 * MIB, "RSS grew from %ld to %ld KiB", rss1 / 1024, rss / 1024);
 }
 
+/* True when the server has closed c: EOF or a reset, seen within secs (times fx_scale()). */
+static bool closed_by_server(fx_conn *c, double secs)
+{
+    double deadline = fx_now() + secs * fx_scale();
+    char buf[4096];
+    for (;;) {
+        double left = deadline - fx_now();
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        if (left <= 0)
+            return false;
+        if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0)
+            continue;
+        ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            return true;
+    }
+}
+
+/*
+ * A chunk-size line that never ends. libevent reads it with evbuffer_readln and no limit (a
+ * header line or a body has one), so before the fix every byte stayed buffered, unanswered. fanout
+ * closes the connection once its unparsed input passes max_body_bytes + the header limit + slack,
+ * before any of it is authenticated: RSS barely moves and the service goes on serving.
+ */
+static void test_endless_chunk_size_line(void **state)
+{
+    static const char *const args[] = {"--workers", "1", "--max-body-bytes", "1024", "--max-clients", "4",
+                                       NULL};
+    static const char head[] = "POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n";
+    const fx_opts opts = {.args = args};
+    const size_t total = 32 * MIB;
+    size_t sent = 0;
+    bool closed = false;
+    fx_conn c;
+    (void)state;
+    fx_kill(&own); /* left running by a failed test before */
+
+    assert_true(fx_start(&own, &opts));
+    long rss0 = proc_kb(&own, "VmRSS");
+    char *zeros = malloc(MIB);
+    assert_non_null(zeros);
+    memset(zeros, '0', MIB);
+    assert_true(fx_conn_open(&c, own.port));
+    assert_true(fx_conn_send(&c, head, sizeof(head) - 1));
+    double deadline = fx_now() + 30.0 * fx_scale();
+    while (sent < total && !closed && fx_now() < deadline) {
+        struct pollfd pfd = {.fd = c.fd, .events = POLLOUT};
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        ssize_t n = send(c.fd, zeros, MIB, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != EINTR)
+            closed = true; /* EPIPE or ECONNRESET: the server closed */
+    }
+    if (!closed)
+        closed = closed_by_server(&c, 5.0);
+    long rss = proc_kb(&own, "VmRSS");
+    fx_conn_close(&c);
+    free(zeros);
+    print_message("limits: endless chunk-size line: %zu KiB sent, %s; RSS %ld -> %ld KiB\n", sent / 1024,
+                  closed ? "closed by fanout" : "still open", rss0 / 1024, rss / 1024);
+    FX_CHECK(closed, "%zu KiB of one chunk-size line (max_body_bytes 1024) and the connection is still open",
+             sent / 1024);
+    FX_CHECK(rss < rss0 + 8 * MIB, "RSS grew from %ld to %ld KiB", rss0 / 1024, rss / 1024);
+    FX_CHECK(fx_log_count(&own, "unparsed") == 1, "want one log line about the closed connection");
+    json_decref(one(own.port, "SELECT 1", false));
+    assert_true(fx_stop(&own));
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
@@ -375,6 +451,7 @@ int it_limits(void)
         cmocka_unit_test(test_huge_value_not_encoded),
         cmocka_unit_test(test_memory_bounded_by_limit),
         cmocka_unit_test(test_notifications_do_not_pile_up),
+        cmocka_unit_test(test_endless_chunk_size_line),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("limits", tests, group_setup, group_teardown);
