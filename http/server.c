@@ -24,6 +24,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
@@ -32,6 +33,11 @@
 
 /* Input a connection may hold unparsed beyond a body and its headers: a read's worth and more. */
 #define INPUT_SLACK_BYTES (64 * 1024)
+
+/* How long the listener rests after accept() failed (out of descriptors), in ms; and how long
+ * it must then go without a failure for the episode to be over (one log line each way). */
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_QUIET_MS 1000
 
 /* Body bytes a connection beyond max_clients may still send (see on_client_bytes): enough for a
  * batch to get its 503, and no more than its headers may take. */
@@ -139,6 +145,10 @@ struct http_server {
     struct evhttp_request *routing;    /* the request being routed, during route() only */
     const char *routing_token;         /* its token's NAME (points into the table), or NULL */
     bool draining;                     /* shutting down: every reply closes its connection */
+    struct event *accept_retry;        /* owned; re-enables the listener after a failed accept */
+    unsigned long accept_failures;     /* failed accepts this episode; 0: none */
+    struct timespec accept_failing;    /* when the episode's first one failed */
+    bool accept_paused;                /* the listener is disabled until accept_retry fires */
 };
 
 /* The one server; replies reach its handlers through it. Loop thread only. */
@@ -603,6 +613,53 @@ static void route(struct evhttp_request *req, void *arg)
     s->routing_token = NULL;
 }
 
+/*
+ * libevent: accept() failed with an error it does not retry itself (EMFILE, ENFILE, ENOBUFS...).
+ * The socket stays readable, so without this the listener would try again at once, forever: a
+ * core at 100 % and a line on stderr each time. Pause it, try again ACCEPT_PAUSE_MS later, and log
+ * once per episode: failures with no ACCEPT_QUIET_MS between them (on_accept_retry logs its end).
+ * ctx is evhttp's, not ours.
+ */
+static void on_accept_error(struct evconnlistener *lev, void *ctx)
+{
+    http_server *s = the_server;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
+
+    (void)ctx;
+    evconnlistener_disable(lev);
+    if (!s)
+        return;
+    s->accept_paused = true;
+    if (s->accept_failures++ == 0) {
+        clock_gettime(CLOCK_MONOTONIC, &s->accept_failing);
+        svc_log_warn("cannot accept connections on %s: %s; retrying every %d ms", s->address,
+                     evutil_socket_error_to_string(err), ACCEPT_PAUSE_MS);
+    }
+    evtimer_add(s->accept_retry, &pause);
+}
+
+/* Timer: the listener rested after a failed accept: listen again, and end the episode once it
+ * has gone ACCEPT_QUIET_MS without a failure (a failure re-arms this timer first). */
+static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+    http_server *s = arg;
+    struct timeval quiet = {ACCEPT_QUIET_MS / 1000, (ACCEPT_QUIET_MS % 1000) * 1000};
+    (void)fd;
+    (void)what;
+    if (!s->bound)
+        return;
+    if (s->accept_paused) {
+        s->accept_paused = false;
+        evconnlistener_enable(evhttp_bound_socket_get_listener(s->bound));
+        evtimer_add(s->accept_retry, &quiet);
+        return;
+    }
+    svc_log_info("accepting connections again after %lu failed accepts in %.0f ms",
+                 s->accept_failures, ms_since(&s->accept_failing));
+    s->accept_failures = 0;
+}
+
 static void format_address(http_server *s)
 {
     struct sockaddr_storage ss;
@@ -629,7 +686,8 @@ http_server *http_server_start(struct event_base *base, const cfg_settings *sett
                                const http_handlers *handlers, char *err, size_t errlen)
 {
     http_server *s = calloc(1, sizeof(*s));
-    if (!s || !(s->http = evhttp_new(base))) {
+    if (!s || !(s->http = evhttp_new(base)) ||
+        !(s->accept_retry = evtimer_new(base, on_accept_retry, s))) {
         snprintf(err, errlen, "out of memory starting the HTTP server");
         goto fail;
     }
@@ -662,6 +720,7 @@ http_server *http_server_start(struct event_base *base, const cfg_settings *sett
         goto fail;
     }
     format_address(s);
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(s->bound), on_accept_error);
     /* Replies go out in two writes (head, body): with Nagle the second waits for the client's
      * delayed ACK, ~40 ms. Accepted sockets inherit TCP_NODELAY from the listener on Linux. */
     int one = 1;
@@ -698,6 +757,8 @@ void http_server_stop_accepting(http_server *s)
         evhttp_del_accept_socket(s->http, s->bound);
         s->bound = NULL;
     }
+    if (s->accept_retry)
+        evtimer_del(s->accept_retry);
 }
 
 void http_server_free(http_server *s)
@@ -712,6 +773,8 @@ void http_server_free(http_server *s)
     if (s->http)
         evhttp_free(s->http); /* runs the close callbacks: the set empties */
     http_tls_free(s->tls); /* after the connections that used it */
+    if (s->accept_retry)
+        event_free(s->accept_retry);
     free(s->clients.slot);
     http_auth_free(s->auth);
     free(s);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -44,6 +45,10 @@ extern char **environ;
 /* After the last in-flight reply during shutdown, how long to wait for it to be written before
  * stopping anyway (a write to a stalled client may never complete). */
 #define SHUTDOWN_FLUSH_GRACE_MS 1000
+
+/* Descriptors beyond max_clients and the workers' connections: the listener, the event loop's,
+ * the pools' eventfds, cancel connections, the log, libraries' files. */
+#define SPARE_FDS 64
 
 typedef struct app {
     cfg_settings settings;      /* immutable after start-up */
@@ -213,6 +218,27 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
  * changelist, libevent sends each fd's net change once per loop pass. Its one caveat, fds
  * cloned with dup(), does not apply: the loop never watches a dup'd fd. A closed fd's removal
  * may reach epoll after another thread reused the number: ENOENT, ignored (tests/tsan.supp). */
+/* Raise the soft descriptor limit to the hard one (shells and init systems often leave 1024) and
+ * warn when max_clients and the workers would not fit under it. Start-up, before any thread. */
+static void raise_fd_limit(const cfg_settings *st)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl = want;
+    }
+    unsigned long long need =
+        (unsigned long long)st->max_clients + (unsigned long long)st->workers + SPARE_FDS;
+    if (rl.rlim_cur != RLIM_INFINITY && need > (unsigned long long)rl.rlim_cur)
+        svc_log_warn("max_clients (%d) + workers (%d) + %d spare exceed the file descriptor "
+                     "limit %llu: raise it (ulimit -n, LimitNOFILE=) or lower max_clients; past "
+                     "it new connections wait until descriptors free up",
+                     st->max_clients, st->workers, SPARE_FDS, (unsigned long long)rl.rlim_cur);
+}
+
 static struct event_base *new_base(void)
 {
     struct event_config *cfg = event_config_new();
@@ -293,6 +319,7 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 16 << 20);
     /* A client that hangs up mid-reply must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(&a.settings);
 
     /* No evthread_use_pthreads: only this thread touches libevent (workers hand batches back
      * through an eventfd, service/pool.c), so the base needs no locks; make tsan would show a

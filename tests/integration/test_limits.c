@@ -17,12 +17,15 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "tests/integration/groups.h"
 #include "tests/integration/harness.h"
@@ -432,6 +435,121 @@ static void test_endless_chunk_size_line(void **state)
     assert_true(fx_stop(&own));
 }
 
+/* Open descriptors of pid; -1 when /proc cannot be read. */
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    int n = 0;
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* CPU seconds (user + system, all threads) pid has used; -1 when /proc cannot be read. */
+static double cpu_seconds(pid_t pid)
+{
+    char path[64], buf[1024];
+    unsigned long utime = 0, stime = 0;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/*
+ * Out of file descriptors. A fanout started from a shell with a low soft limit raises it to the
+ * hard one, and warns when max_clients does not fit. Then its limit is lowered under it (prlimit)
+ * and 40 idle clients connect: accept() fails with EMFILE. Before the fix libevent's listener
+ * retried at once, forever: a core at 100 % and a "[warn] Error from accept() call" line each
+ * time. Now the listener pauses 100 ms at a time, fanout logs one warning for the episode and one
+ * line when it accepts again, and /healthz answers once the clients go.
+ */
+static void test_out_of_file_descriptors(void **state)
+{
+    struct rlimit mine, theirs;
+    char max_clients[24];
+    const char *args[] = {"--workers", "2", "--max-clients", max_clients, NULL};
+    const fx_opts opts = {.args = args};
+    enum { IDLE = 40 };
+    fx_conn idle[IDLE];
+    (void)state;
+    fx_kill(&own); /* left running by a failed test before */
+
+    if (fx_wrapped())
+        skip(); /* own.pid would be valgrind's process, which keeps descriptors of its own */
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &mine), 0);
+    /* max_clients as large as the hard limit: it cannot fit beside the workers. */
+    bool too_many = mine.rlim_max != RLIM_INFINITY && mine.rlim_max <= 1000000;
+    snprintf(max_clients, sizeof(max_clients), "%llu", too_many ? (unsigned long long)mine.rlim_max : 1024ULL);
+    struct rlimit low = {.rlim_cur = mine.rlim_max < 256 ? mine.rlim_max : 256, .rlim_max = mine.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    bool started = fx_start(&own, &opts);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &mine), 0);
+    assert_true(started);
+    assert_int_equal(prlimit(own.pid, RLIMIT_NOFILE, NULL, &theirs), 0);
+    FX_CHECK(theirs.rlim_cur == mine.rlim_max, "fanout's soft limit is %llu, want the hard limit %llu",
+             (unsigned long long)theirs.rlim_cur, (unsigned long long)mine.rlim_max);
+    if (too_many)
+        FX_CHECK(fx_log_count(&own, "file descriptor limit") == 1,
+                 "no warning that max_clients %s does not fit in the descriptor limit", max_clients);
+
+    fx_sleep_ms(300); /* both workers connected */
+    int fds = count_fds(own.pid);
+    FX_CHECK(fds > 0, "cannot read /proc/%d/fd", (int)own.pid);
+    struct rlimit tight = {.rlim_cur = (rlim_t)fds + 6, .rlim_max = theirs.rlim_max};
+    assert_int_equal(prlimit(own.pid, RLIMIT_NOFILE, &tight, NULL), 0);
+
+    int opened = 0;
+    for (; opened < IDLE; opened++)
+        if (!fx_conn_open(&idle[opened], own.port))
+            break;
+    double cpu0 = cpu_seconds(own.pid), t0 = fx_now();
+    fx_sleep_ms(2000);
+    double cpu = cpu_seconds(own.pid) - cpu0, secs = fx_now() - t0;
+    int libevent_lines = fx_log_count(&own, "Error from accept() call");
+    int ours = fx_log_count(&own, "cannot accept connections");
+    bool alive = fx_alive(&own);
+    for (int i = 0; i < opened; i++)
+        fx_conn_close(&idle[i]);
+    print_message("limits: out of descriptors (limit %d): %.2f s of CPU in %.2f s, %d libevent lines, %d of "
+                  "fanout's\n", fds + 6, cpu, secs, libevent_lines, ours);
+    FX_CHECK(alive, "fanout ended while out of descriptors");
+    FX_CHECK(opened == IDLE, "only %d of %d clients could connect", opened, IDLE);
+    FX_CHECK(cpu >= 0 && cpu < 0.5 * secs, "fanout used %.2f s of CPU in %.2f s out of descriptors", cpu, secs);
+    FX_CHECK(libevent_lines == 0, "libevent logged %d accept errors itself", libevent_lines);
+    FX_CHECK(ours == 1, "want one warning for the episode, got %d", ours);
+
+    /* The clients are gone: the descriptors come back, and so does the listener. */
+    fx_response r;
+    int status = 0;
+    double until = fx_now() + 5.0 * fx_scale();
+    while (status != 200 && fx_now() < until) {
+        if (fx_http(own.port, "GET", "/healthz", NULL, NULL, 0, &r)) {
+            status = r.status;
+            fx_response_free(&r);
+        }
+    }
+    FX_CHECK(status == 200, "GET /healthz after the clients left: %d", status);
+    while (fx_log_count(&own, "accepting connections again") < 1 && fx_now() < until + 2.0 * fx_scale())
+        fx_sleep_ms(100); /* the episode ends after a second without a failure */
+    FX_CHECK(fx_log_count(&own, "accepting connections again") == 1, "want one line when accepting again");
+    FX_CHECK(fx_log_count(&own, "cannot accept connections") == 1, "want one warning for the episode");
+    assert_int_equal(prlimit(own.pid, RLIMIT_NOFILE, &theirs, NULL), 0);
+    assert_true(fx_stop(&own));
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
@@ -452,6 +570,7 @@ int it_limits(void)
         cmocka_unit_test(test_memory_bounded_by_limit),
         cmocka_unit_test(test_notifications_do_not_pile_up),
         cmocka_unit_test(test_endless_chunk_size_line),
+        cmocka_unit_test(test_out_of_file_descriptors),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("limits", tests, group_setup, group_teardown);
