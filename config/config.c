@@ -114,7 +114,7 @@ static const cfg_def cfg_defs[] = {
     {"max_clients", CFG_T_INT, F(max_clients), 1, 1000000, "1024", NULL,
      "most client connections served at once; more are answered 503 and closed", NULL},
     {"client_timeout_ms", CFG_T_INT, F(client_timeout_ms), 1000, 3600000, "60000", NULL,
-     "a client connection idle or stalled mid-request this long is closed, in ms", NULL},
+     "a client connection idle this long, or this long sending one request, is closed, in ms", NULL},
     {"log_level", CFG_T_ENUM, F(log_level), 0, 0, "info", NULL,
      "least severe log line written: error, warn, info or debug", level_names},
     {"log_format", CFG_T_ENUM, F(log_format), 0, 0, "json", NULL,

@@ -52,11 +52,17 @@
  * client_timeout_ms.
  * The set also holds each connection's watched reply (http_server_watch_reply): evhttp serves
  * one request at a time per connection, so there is at most one.
+ * client_timeout_ms is also a deadline for a whole request: evhttp's own timeout is reset by
+ * every byte, so a client sending one byte a second would hold its slot for ever. Each counted
+ * connection's `deadline` is armed by the first byte read while no request of it is being served,
+ * disarmed when route() gets the request whole, and closes the connection if it fires first.
  */
 typedef struct conn_entry {
     struct evhttp_connection *evcon;      /* NULL = empty slot */
     void (*written)(void *arg, bool ok);  /* the watch on the reply being written, or NULL */
     void *written_arg;                    /* its argument */
+    struct event *deadline;               /* owned timer: the request being received is late */
+    bool serving;                         /* a request of it was routed and not yet replied to */
 } conn_entry;
 
 typedef struct conn_set {
@@ -186,7 +192,10 @@ static void report(struct evhttp_request *req, int status, double elapsed_ms, in
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     char peer[80] = "-";
+    size_t at;
 
+    if (s && evcon && conn_find(&s->clients, evcon, &at))
+        s->clients.slot[at].serving = false; /* its next request's bytes arm the deadline */
     if (!s || !s->handlers.replied)
         return;
     if (evcon) {
@@ -384,6 +393,8 @@ static void on_client_closed(struct evhttp_connection *evcon, void *arg)
     if (conn_find(&s->clients, evcon, &at))
         gone = s->clients.slot[at];
     conn_remove(&s->clients, evcon);
+    if (gone.deadline)
+        event_free(gone.deadline); /* also when it is the one firing: it is not used after */
     if (gone.written)
         gone.written(gone.written_arg, false);
 }
@@ -419,11 +430,61 @@ bool http_server_watch_reply(struct evhttp_request *req, void (*written)(void *a
     return true;
 }
 
+/* Timer: a counted connection's request did not come whole within client_timeout_ms of its first
+ * byte. evhttp is not running here, so the connection can be freed (its close callback frees this
+ * timer). arg: the connection. */
+static void on_request_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    http_server *s = the_server;
+    struct evhttp_connection *evcon = arg;
+    size_t at;
+    (void)fd;
+    (void)what;
+    if (!s || !conn_find(&s->clients, evcon, &at) || s->clients.slot[at].serving)
+        return;
+    svc_log_info("closing a client connection: no whole request within client_timeout_ms (%d ms)",
+                 s->settings->client_timeout_ms);
+    evhttp_connection_free(evcon);
+}
+
+/* Start the request deadline of the counted connection at slot `at`, unless it runs already or a
+ * request of it is being served. */
+static void arm_deadline(http_server *s, size_t at)
+{
+    conn_entry *e = &s->clients.slot[at];
+    struct timeval tv = {s->settings->client_timeout_ms / 1000,
+                         (s->settings->client_timeout_ms % 1000) * 1000};
+    if (e->deadline && !e->serving && !evtimer_pending(e->deadline, NULL))
+        evtimer_add(e->deadline, &tv);
+}
+
+/* route() has req whole: its connection's deadline stops until the reply (report) is sent. */
+static void begin_serving(http_server *s, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    size_t at;
+    if (!evcon || !conn_find(&s->clients, evcon, &at))
+        return;
+    s->clients.slot[at].serving = true;
+    if (s->clients.slot[at].deadline)
+        evtimer_del(s->clients.slot[at].deadline);
+}
+
 /* Count evcon against max_clients; false when they are all taken (or out of memory). */
 static bool count_client(http_server *s, struct evhttp_connection *evcon)
 {
-    if (s->clients.len >= (size_t)s->settings->max_clients || !conn_add(&s->clients, evcon))
+    struct event *deadline = NULL;
+    size_t at;
+    if (s->clients.len >= (size_t)s->settings->max_clients)
         return false;
+    deadline = evtimer_new(evhttp_connection_get_base(evcon), on_request_deadline, evcon);
+    if (!deadline || !conn_add(&s->clients, evcon)) {
+        if (deadline)
+            event_free(deadline);
+        return false;
+    }
+    conn_find(&s->clients, evcon, &at);
+    s->clients.slot[at].deadline = deadline;
     evhttp_connection_set_closecb(evcon, on_client_closed, s);
     /* It may have been held to UNCOUNTED_BODY_BYTES while beyond the cap. */
     evhttp_connection_set_max_body_size(evcon, s->settings->max_body_bytes);
@@ -465,8 +526,13 @@ static void on_client_bytes(struct evbuffer *in, const struct evbuffer_cb_info *
     }
     /* evhttp gives every callback it sets on its bufferevent the connection as argument. */
     bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
-    if (!evcon || conn_find(&s->clients, evcon, &at) || count_client(s, evcon))
+    if (!evcon)
         return;
+    if (conn_find(&s->clients, evcon, &at) ||
+        (count_client(s, evcon) && conn_find(&s->clients, evcon, &at))) {
+        arm_deadline(s, at);
+        return;
+    }
     long most = s->settings->max_body_bytes;
     evhttp_connection_set_max_body_size(evcon, most < UNCOUNTED_BODY_BYTES ? most
                                                                            : UNCOUNTED_BODY_BYTES);
@@ -567,6 +633,7 @@ static void route(struct evhttp_request *req, void *arg)
     char made[24];
 
     clock_gettime(CLOCK_MONOTONIC, &s->routed);
+    begin_serving(s, req);
     if (!usable_request_id(id)) {
         snprintf(made, sizeof(made), "%016llx", s->next_id++);
         id = made;
@@ -591,6 +658,7 @@ static void route(struct evhttp_request *req, void *arg)
         http_reply_error(req, 503, "overloaded", "too many client connections; retry later");
         return;
     }
+    begin_serving(s, req); /* admit_client may have counted it just now */
     /* Before the body is parsed and before the service hears of the request. */
     if (path && needs_token(s, path, evhttp_request_get_command(req)) &&
         !authenticate(s, req, &caller))
@@ -772,6 +840,9 @@ void http_server_free(http_server *s)
         s->clients.slot[i].written = NULL;
     if (s->http)
         evhttp_free(s->http); /* runs the close callbacks: the set empties */
+    for (size_t i = 0; i < s->clients.cap; i++) /* in case one did not run */
+        if (s->clients.slot[i].evcon && s->clients.slot[i].deadline)
+            event_free(s->clients.slot[i].deadline);
     http_tls_free(s->tls); /* after the connections that used it */
     if (s->accept_retry)
         event_free(s->accept_retry);

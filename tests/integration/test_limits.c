@@ -550,6 +550,91 @@ static void test_out_of_file_descriptors(void **state)
     assert_true(fx_stop(&own));
 }
 
+/*
+ * client_timeout_ms bounds the whole request, not just the silence between its bytes. Two
+ * clients take both max_clients slots and send their request line one byte every 300 ms, which
+ * libevent's idle timeout (reset by every byte) never ends: before the fix a third client got
+ * 503 overloaded for as long as they went on. Now each is closed client_timeout_ms after its
+ * first byte. A keep-alive connection is not held to it between requests, and a batch that runs
+ * longer than client_timeout_ms is not cut off, not even when the next request starts meanwhile.
+ */
+static void test_trickled_requests_time_out(void **state)
+{
+    static const char *const args[] = {"--workers", "2", "--max-clients", "2", "--client-timeout-ms", "1000",
+                                       NULL};
+    static const char line[] = "POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    const fx_opts opts = {.args = args};
+    fx_conn drip[2];
+    double closed_at[2] = {0, 0};
+    int status = 0;
+    (void)state;
+    fx_kill(&own); /* left running by a failed test before */
+
+    assert_true(fx_start(&own, &opts));
+    assert_true(fx_conn_open(&drip[0], own.port));
+    assert_true(fx_conn_open(&drip[1], own.port));
+    double t0 = fx_now();
+    for (size_t i = 0; fx_now() - t0 < 3.0 * fx_scale(); i++) {
+        for (int k = 0; k < 2; k++) {
+            char b;
+            if (closed_at[k] > 0)
+                continue;
+            ssize_t n = recv(drip[k].fd, &b, 1, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) ||
+                send(drip[k].fd, &line[i % (sizeof(line) - 1)], 1, MSG_NOSIGNAL) != 1)
+                closed_at[k] = fx_now() - t0;
+        }
+        fx_sleep_ms(300);
+    }
+    /* While they drip (before the fix), or after fanout closed them. */
+    json_t *doc = fx_post_json(own.port, "{\"queries\":[{\"sql\":\"SELECT 1 AS one\"}]}", &status);
+    json_decref(doc);
+    fx_conn_close(&drip[0]);
+    fx_conn_close(&drip[1]);
+    print_message("limits: trickling clients closed after %.2f s and %.2f s (0: not closed); a third got %d\n",
+                  closed_at[0], closed_at[1], status);
+    FX_CHECK(status == 200, "a batch while two clients trickled got %d, want 200", status);
+    for (int k = 0; k < 2; k++)
+        FX_CHECK(closed_at[k] > 0 && closed_at[k] < 1.0 + 1.5 * fx_scale(),
+                 "trickling client %d: closed after %.2f s (0: still open), client_timeout_ms 1000", k,
+                 closed_at[k]);
+
+    /* Keep-alive: a batch longer than client_timeout_ms, a pause, then another request. */
+    fx_conn c;
+    fx_response r;
+    assert_true(fx_conn_post_batch(&c, own.port, "{\"queries\":[{\"sql\":\"SELECT pg_sleep(1.5) IS NULL AS slept\"}]}"));
+    bool got = fx_conn_read(&c, false, &r);
+    FX_CHECK(got && r.status == 200, "a 1.5 s batch (client_timeout_ms 1000): %d", got ? r.status : 0);
+    if (got)
+        fx_response_free(&r);
+    fx_sleep_ms(600);
+    static const char again[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_true(fx_conn_send(&c, again, sizeof(again) - 1));
+    got = fx_conn_read(&c, false, &r);
+    FX_CHECK(got && r.status == 200, "the next request on the keep-alive connection: %d", got ? r.status : 0);
+    if (got)
+        fx_response_free(&r);
+    /* The next request's first bytes come while a 1.5 s batch runs; the rest after its reply. */
+    static const char slow[] = "POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               "Content-Length: 52\r\n\r\n{\"queries\":[{\"sql\":\"SELECT pg_sleep(1.5) IS NULL\"}]}";
+    assert_true(fx_conn_send(&c, slow, sizeof(slow) - 1));
+    fx_sleep_ms(200);
+    assert_true(fx_conn_send(&c, "GET /hea", 8));
+    got = fx_conn_read(&c, false, &r);
+    FX_CHECK(got && r.status == 200, "a 1.5 s batch with the next request begun: %d", got ? r.status : 0);
+    if (got)
+        fx_response_free(&r);
+    assert_true(fx_conn_send(&c, again + 8, sizeof(again) - 9));
+    got = fx_conn_read(&c, false, &r);
+    FX_CHECK(got && r.status == 200, "the request begun during the batch: %d", got ? r.status : 0);
+    if (got)
+        fx_response_free(&r);
+    fx_conn_close(&c);
+    FX_CHECK(fx_log_count(&own, "no whole request within client_timeout_ms") == 2,
+             "want a log line for each trickling client closed");
+    assert_true(fx_stop(&own));
+}
+
 static void test_clean_exit(void **state)
 {
     (void)state;
@@ -571,6 +656,7 @@ int it_limits(void)
         cmocka_unit_test(test_notifications_do_not_pile_up),
         cmocka_unit_test(test_endless_chunk_size_line),
         cmocka_unit_test(test_out_of_file_descriptors),
+        cmocka_unit_test(test_trickled_requests_time_out),
         cmocka_unit_test(test_clean_exit),
     };
     return cmocka_run_group_tests_name("limits", tests, group_setup, group_teardown);
