@@ -24,6 +24,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/listener.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
@@ -468,6 +469,22 @@ static void begin_serving(http_server *s, struct evhttp_request *req)
     s->clients.slot[at].serving = true;
     if (s->clients.slot[at].deadline)
         evtimer_del(s->clients.slot[at].deadline);
+}
+
+bool http_server_send_continue(struct evhttp_request *req)
+{
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    http_server *s = the_server;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+
+    if (!s || s->tls || fd < 0 || req->major != 1 || req->minor < 1 ||
+        evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return false;
+    /* evhttp writes nothing while the request is being served, so the line goes out whole (an
+     * empty send buffer takes it) and ahead of the reply. */
+    return send(fd, line, sizeof(line) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) == sizeof(line) - 1;
 }
 
 /* Count evcon against max_clients; false when they are all taken (or out of memory). */

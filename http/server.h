@@ -93,6 +93,16 @@ void http_server_stop_accepting(http_server *s);
 bool http_server_watch_reply(struct evhttp_request *req, void (*written)(void *arg, bool ok),
                              void *arg) __attribute__((warn_unused_result));
 
+/*
+ * Send req's client an interim "HTTP/1.1 100 Continue" straight to its socket, before the reply.
+ * For a client whose read side may be gone (it sent a FIN): a socket that was closed answers the
+ * bytes with a reset, one that was only half-closed takes them (an HTTP/1.1 client must accept a
+ * 1xx it did not ask for). True when sent. False, and nothing sent: an HTTP/1.0 request (no 1xx
+ * allowed), a TLS listener (the bytes would have to go through the session), no connection, bytes
+ * already waiting to be written, or the write failed. Loop thread; at most once per request.
+ */
+bool http_server_send_continue(struct evhttp_request *req);
+
 /* Close every connection and free the server (pending requests must be completed first); calls
  * no reply watch. */
 void http_server_free(http_server *s);

@@ -4,6 +4,7 @@
  */
 #include "service/flight.h"
 
+#include <poll.h>
 #include <stdlib.h>
 
 #include <event2/bufferevent.h>
@@ -107,18 +108,64 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
            "the batch's deadline (timeout_ms) passed before this query finished");
 }
 
-static void on_client_gone(evutil_socket_t fd, short what, void *arg)
+/* How often the socket of a client that sent a FIN is checked for the reset that says it left. */
+#define CLIENT_CHECK_MS 50
+
+/* Whether the client's connection is over in both directions: a reset, or an error (POLLHUP
+ * needs both sides shut; a half-close sets only POLLRDHUP). */
+static bool client_left(evutil_socket_t fd)
 {
-    svc_batch *b = arg;
-    (void)fd;
-    (void)what;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL));
+}
+
+static void cancel_gone(svc_batch *b)
+{
     svc_log_debug("client closed its connection mid-batch: cancelling the batch");
     expire(b->flight, b, SVC_Q_CANCELED, "canceled",
            "the client closed the connection before this query finished");
 }
 
+/* The timer watch that follows a FIN: the reset may come later (a probe sent over a network). */
+static void on_client_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    if (client_left(fd))
+        cancel_gone(arg);
+}
+
+/*
+ * EV_CLOSED: the client sent a FIN. A client that half-closed after its request still waits for
+ * the answer, and a FIN from a close() looks the same until something is written: so probe with a
+ * 100 Continue, to which a closed socket answers with a reset (at once on loopback). Then check
+ * on a timer: EV_CLOSED stays ready once the FIN came (it would fire on every loop turn), and
+ * libevent reports the reset as EV_READ|EV_WRITE, never as EV_CLOSED. No probe possible (HTTP/1.0,
+ * TLS): only a reset ends the batch early; otherwise the reply's write fails.
+ */
+static void on_client_closed(evutil_socket_t fd, short what, void *arg)
+{
+    svc_batch *b = arg;
+    svc_flight *f = b->flight;
+    struct timeval tv = {0, CLIENT_CHECK_MS * 1000};
+
+    (void)what;
+    if (client_left(fd) || (http_server_send_continue(b->req) && client_left(fd))) {
+        cancel_gone(b);
+        return;
+    }
+    /* Not persistent: this event is no longer pending, so it may be freed in its callback. */
+    event_free(b->watch);
+    b->watch = event_new(f->base, fd, EV_PERSIST, on_client_check, b);
+    if (b->watch && event_add(b->watch, &tv) != 0) {
+        event_free(b->watch);
+        b->watch = NULL;
+    }
+    if (!b->watch)
+        svc_log_error("cannot watch a half-closed client; its batch runs to its end");
+}
+
 /* evhttp stops reading once a request is complete, so it would not notice a client hanging up
- * until it writes: watch the socket for the peer's close ourselves (EV_CLOSED, epoll RDHUP). */
+ * until it writes: watch the socket for the peer's FIN ourselves (EV_CLOSED, epoll RDHUP). */
 static void watch_client(svc_flight *f, svc_batch *b)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(b->req);
@@ -127,7 +174,7 @@ static void watch_client(svc_flight *f, svc_batch *b)
 
     if (fd < 0 || !(event_base_get_features(f->base) & EV_FEATURE_EARLY_CLOSE))
         return;
-    b->watch = event_new(f->base, fd, EV_CLOSED, on_client_gone, b);
+    b->watch = event_new(f->base, fd, EV_CLOSED, on_client_closed, b);
     if (b->watch && event_add(b->watch, NULL) != 0) {
         event_free(b->watch);
         b->watch = NULL;
