@@ -640,6 +640,41 @@ static bool authenticate(http_server *s, struct evhttp_request *req, const http_
     return false;
 }
 
+/* Whether libevent 2.1 reads a body for this method (evhttp_method_may_have_body): it skips the
+ * body of HEAD, TRACE and every method it does not know. */
+static bool method_reads_body(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET:
+    case EVHTTP_REQ_POST:
+    case EVHTTP_REQ_PUT:
+    case EVHTTP_REQ_DELETE:
+    case EVHTTP_REQ_OPTIONS:
+    case EVHTTP_REQ_CONNECT:
+    case EVHTTP_REQ_PATCH:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Whether the request announces a body: a Transfer-Encoding, or a Content-Length other than 0. */
+static bool announces_body(struct evhttp_request *req)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
+        if (strcasecmp(kv->key, "Transfer-Encoding") == 0)
+            return true;
+        if (strcasecmp(kv->key, "Content-Length") == 0) {
+            const char *v = kv->value + strspn(kv->value, " \t");
+            size_t zeros = strspn(v, "0");
+            if (zeros == 0 || v[zeros + strspn(v + zeros, " \t")] != '\0')
+                return true;
+        }
+    }
+    return false;
+}
+
 static void route(struct evhttp_request *req, void *arg)
 {
     http_server *s = arg;
@@ -656,6 +691,10 @@ static void route(struct evhttp_request *req, void *arg)
         id = made;
     }
     evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id", id);
+    /* A body libevent did not read would be parsed as the next request on the connection
+     * (smuggling): answer this one and close. Every such reply is sent from route() itself. */
+    if (!method_reads_body(evhttp_request_get_command(req)) && announces_body(req))
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     /* Never serve a connection that came without TLS to a TLS listener (see http/tls.h). */
     if (s->tls && !http_tls_is_secure(evhttp_request_get_connection(req))) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
