@@ -219,13 +219,40 @@ static void report(struct evhttp_request *req, int status, double elapsed_ms, in
     s->handlers.replied(s->handlers.arg, &info);
 }
 
+/* libevent: a CONNECT reply has been written (req is freed after this returns). evhttp keeps a
+ * CONNECT's connection open whatever its Connection header says (it would be a tunnel), so end it
+ * here: the FIN follows the reply, and evhttp frees the connection when the client closes, or
+ * when its next request's reply cannot be written. */
+static void on_connect_replied(struct evhttp_request *req, void *arg)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    (void)arg;
+    if (fd >= 0)
+        shutdown(fd, SHUT_WR);
+}
+
 static void send_reply(struct evhttp_request *req, int status, struct evbuffer *body)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     evhttp_add_header(h, "Content-Type", "application/json");
     /* libevent 2.1 would send a HEAD reply's body; the headers are the whole answer. */
-    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
+    if (cmd == EVHTTP_REQ_HEAD)
         body = NULL;
+    /* libevent 2.1 gives a CONNECT reply no Content-Length, so its body would run to a close
+     * that never came (the client hung until client_timeout_ms). fanout never opens a tunnel:
+     * frame the error and end the connection (on_connect_replied). */
+    if (cmd == EVHTTP_REQ_CONNECT) {
+        char len[24];
+        snprintf(len, sizeof(len), "%zu", body ? evbuffer_get_length(body) : 0);
+        evhttp_remove_header(h, "Content-Length");
+        evhttp_add_header(h, "Content-Length", len);
+        evhttp_remove_header(h, "Connection");
+        evhttp_add_header(h, "Connection", "close");
+        evhttp_request_set_on_complete_cb(req, on_connect_replied, NULL);
+    }
     evhttp_send_reply(req, status, NULL, body);
 }
 

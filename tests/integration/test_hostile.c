@@ -1261,6 +1261,44 @@ static void test_unread_body_not_a_request(void **state)
     FX_CHECK(failures == 0, "%d unread-body case(s) failed (see above)", failures);
 }
 
+/* libevent 2.1 gives a reply to CONNECT no Content-Length and keeps its connection open (a
+ * tunnel). fanout opens no tunnel: its refusal has a Content-Length, and the connection closes
+ * at once, not at client_timeout_ms. */
+static void test_connect_reply_closes(void **state)
+{
+    static const char *const reqs[] = {
+        "CONNECT /v1/batch HTTP/1.1\r\nHost: t\r\n\r\n",
+        "CONNECT 127.0.0.1:5432 HTTP/1.1\r\nHost: 127.0.0.1:5432\r\n\r\n",
+        "CONNECT /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}",
+    };
+    int failures = 0;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+        outcome o = {0};
+        fx_conn c;
+        char len[32] = "";
+        assert_true(fx_conn_open(&c, srv.port));
+        assert_true(fx_conn_send(&c, reqs[i], strlen(reqs[i])));
+        read_replies(&c, 1, &o);
+        fx_conn_close(&c);
+        bool framed = o.n >= 1 && fx_raw_header(o.raw.p, o.r[0].body_at, "Content-Length", len, sizeof(len)) &&
+                      strtoul(len, NULL, 10) == o.r[0].body_len && o.r[0].body_len > 0;
+        if (o.hung || !o.closed || o.n != 1 || !o.r[0].from_fanout || o.r[0].status < 400 || o.r[0].status > 499 ||
+            !framed || o.secs > FAST_S * fx_scale()) {
+            print_error("%.*s: want fanout's 4xx with a Content-Length, then a close within %d s; got %zu replies, "
+                        "Content-Length \"%s\", connection %s after %.2f s\n",
+                        (int)strcspn(reqs[i], "\r"), reqs[i], FAST_S * fx_scale(), o.n, len,
+                        o.closed ? "closed" : "open", o.secs);
+            print_bytes("received", o.raw.p != NULL ? o.raw.p : "", o.raw.len);
+            failures++;
+        }
+        b_free(&o.raw);
+    }
+    assert_true(still_serving("CONNECT"));
+    FX_CHECK(failures == 0, "%d CONNECT case(s) failed (see above)", failures);
+}
+
 /* A valid batch sent one byte every 10 ms is still answered. */
 static void test_slow_drip(void **state)
 {
@@ -1322,6 +1360,7 @@ int it_hostile(void)
         cmocka_unit_test(test_http09),
         cmocka_unit_test(test_unknown_method),
         cmocka_unit_test(test_unread_body_not_a_request),
+        cmocka_unit_test(test_connect_reply_closes),
         cmocka_unit_test(test_slow_drip),
         cmocka_unit_test(test_no_fd_leak),
         cmocka_unit_test(test_clean_exit),
