@@ -734,6 +734,11 @@ static void route(struct evhttp_request *req, void *arg)
     /* Probes are exempt from max_clients: a liveness check must not fail under load. A
      * connection beyond the cap gets here with a small body or none (on_client_bytes). */
     bool probe = path && (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0);
+    size_t at;
+    if (probe && !conn_find(&s->clients, evhttp_request_get_connection(req), &at))
+        /* Answered, but not kept: an uncounted connection that probes now and then would
+         * otherwise stay open for ever, past the cap (its deadline is only for counted ones). */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     if (!probe && !admit_client(s, req)) {
         struct evkeyvalq *h = evhttp_request_get_output_headers(req);
         evhttp_add_header(h, "Connection", "close");

@@ -665,6 +665,17 @@ static void test_max_clients(void **state)
     FX_CHECK(fx_header(&r, "Retry-After") != NULL, "no Retry-After");
     fx_response_free(&r);
     FX_CHECK(http_status_is(s.port, "/healthz", 200), "/healthz refused under max_clients");
+    /* answered, but a probe's connection beyond the cap is not kept (it would never count) */
+    static const char probe[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    fx_conn over;
+    assert_true(fx_conn_open(&over, s.port));
+    assert_true(fx_conn_send(&over, probe, sizeof(probe) - 1));
+    assert_true(fx_conn_read(&over, false, &r));
+    const char *conn = fx_header(&r, "Connection");
+    FX_CHECK(r.status == 200 && conn && strcasecmp(conn, "close") == 0,
+             "a probe beyond the cap: %d, Connection: %s", r.status, conn ? conn : "(none)");
+    fx_response_free(&r);
+    fx_conn_close(&over);
     fx_conn_close(&held[0]);
     bool admitted = false;
     for (int i = 0; i < 50 && !admitted; i++) {
