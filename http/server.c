@@ -233,14 +233,28 @@ static void on_connect_replied(struct evhttp_request *req, void *arg)
         shutdown(fd, SHUT_WR);
 }
 
+/* A HEAD reply: the GET reply's headers, Content-Length included (libevent 2.1 sends none for
+ * HEAD, and would send the body), and no body. */
+static void send_head(struct evhttp_request *req, int status, struct evbuffer *body)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    char len[24];
+
+    snprintf(len, sizeof(len), "%zu", body ? evbuffer_get_length(body) : 0);
+    evhttp_remove_header(h, "Content-Length");
+    evhttp_add_header(h, "Content-Length", len);
+    evhttp_send_reply(req, status, NULL, NULL);
+}
+
 static void send_reply(struct evhttp_request *req, int status, struct evbuffer *body)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     evhttp_add_header(h, "Content-Type", "application/json");
-    /* libevent 2.1 would send a HEAD reply's body; the headers are the whole answer. */
-    if (cmd == EVHTTP_REQ_HEAD)
-        body = NULL;
+    if (cmd == EVHTTP_REQ_HEAD) {
+        send_head(req, status, body);
+        return;
+    }
     /* libevent 2.1 gives a CONNECT reply no Content-Length, so its body would run to a close
      * that never came (the client hung until client_timeout_ms). fanout never opens a tunnel:
      * frame the error and end the connection (on_connect_replied). */
@@ -396,7 +410,10 @@ static void handle_metrics(http_server *s, struct evhttp_request *req)
     report(req, 200, ms_since(&s->routed), 0, NULL, NULL);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4; charset=utf-8");
-    evhttp_send_reply(req, 200, NULL, cmd == EVHTTP_REQ_HEAD ? NULL : body);
+    if (cmd == EVHTTP_REQ_HEAD)
+        send_head(req, 200, body);
+    else
+        evhttp_send_reply(req, 200, NULL, body);
     evbuffer_free(body);
 }
 

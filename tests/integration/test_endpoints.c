@@ -97,8 +97,9 @@ static void test_readyz(void **state)
     fx_response_free(&r);
 }
 
-/* HEAD is allowed on the probes (their Allow says so): 200, and no body may follow the head,
- * or a keep-alive client would read those bytes as the start of the next response. */
+/* HEAD is allowed on the probes (their Allow says so): 200 with the GET reply's Content-Length,
+ * and no body may follow the head, or a keep-alive client would read those bytes as the start
+ * of the next response. */
 static void test_head_probes(void **state)
 {
     const char *paths[] = {"/healthz", "/readyz"};
@@ -113,6 +114,13 @@ static void test_head_probes(void **state)
         assert_true(fx_conn_send(&c, req, (size_t)n));
         assert_true(fx_conn_read(&c, true, &r));
         assert_int_equal(r.status, 200);
+        /* the GET reply's headers, its Content-Length too */
+        fx_response get;
+        assert_true(fx_http(srv.port, "GET", paths[i], NULL, NULL, 0, &get));
+        const char *len = fx_header(&r, "Content-Length");
+        FX_CHECK(len && (size_t)atol(len) == strlen(get.body), "HEAD %s: Content-Length %s, GET body %zu bytes",
+                 paths[i], len ? len : "(none)", strlen(get.body));
+        fx_response_free(&get);
         fx_response_free(&r);
         /* Whatever arrives before EOF (Connection: close) is a stray body. */
         char chunk[512];
