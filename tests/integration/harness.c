@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,6 +350,21 @@ void fx_kill(fx_server *s)
     waitpid(s->pid, &wstatus, 0);
     print_error("harness: killed fanout on port %d; its log is kept at %s\n", s->port, s->log);
     s->pid = -1;
+}
+
+int fx_fd_count(pid_t pid)
+{
+    char path[64];
+    int n = 0;
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
 }
 
 int fx_log_count(const fx_server *s, const char *needle)

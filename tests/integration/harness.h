@@ -69,6 +69,9 @@ bool fx_alive(fx_server *s);
 /* Lines of the server's log holding needle; -1 when the log cannot be read. */
 int fx_log_count(const fx_server *s, const char *needle);
 
+/* Open file descriptors of pid (from /proc); -1 when it cannot be read. */
+int fx_fd_count(pid_t pid);
+
 /* Run [wrapper...] FANOUT_BIN args... to completion (bounded) with a scrubbed environment.
  * *out and *err receive its stdout and stderr (caller frees). False on timeout or spawn failure. */
 bool fx_run_binary(const char *const *args, int *exit_code, char **out, char **err) FX_MUSTCHECK;

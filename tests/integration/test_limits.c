@@ -17,7 +17,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -446,22 +445,6 @@ static void test_endless_chunk_size_line(void **state)
     assert_true(fx_stop(&own));
 }
 
-/* Open descriptors of pid; -1 when /proc cannot be read. */
-static int count_fds(pid_t pid)
-{
-    char path[64];
-    int n = 0;
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
 /* CPU seconds (user + system, all threads) pid has used; -1 when /proc cannot be read. */
 static double cpu_seconds(pid_t pid)
 {
@@ -517,7 +500,7 @@ static void test_out_of_file_descriptors(void **state)
                  "no warning that max_clients %s does not fit in the descriptor limit", max_clients);
 
     fx_sleep_ms(300); /* both workers connected */
-    int fds = count_fds(own.pid);
+    int fds = fx_fd_count(own.pid);
     FX_CHECK(fds > 0, "cannot read /proc/%d/fd", (int)own.pid);
     struct rlimit tight = {.rlim_cur = (rlim_t)fds + 6, .rlim_max = theirs.rlim_max};
     assert_int_equal(prlimit(own.pid, RLIMIT_NOFILE, &tight, NULL), 0);
