@@ -206,8 +206,11 @@ static bool part_shared(const pipe *p, const int *todo, int k)
  * is fresh, so its 0A000 is its answer (and a statement goes out again at most once). */
 static bool stale_plan(const pipe *p, int i, const char *code)
 {
-    return code && strcmp(code, "0A000") == 0 && p->sq[i].name[0] && p->sq[i].parsed_by < 0 &&
-           !p->sq[i].parse;
+    const char *from = code ? PQresultErrorField(p->rds[i].last, PG_DIAG_SOURCE_FUNCTION) : NULL;
+    /* 0A000 is feature_not_supported, which a query may well answer (a function's RAISE): only
+     * the check of a cached plan, which runs before the statement does, says it went stale. */
+    return code && strcmp(code, "0A000") == 0 && from && strcmp(from, "RevalidateCachedQuery") == 0 &&
+           p->sq[i].name[0] && p->sq[i].parsed_by < 0 && !p->sq[i].parse;
 }
 
 /* Out of the cache at once (what goes out again is parsed afresh, under a new name); off the
@@ -410,11 +413,14 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
             p->nstale = 0;
             broken = !PQsendQueryParams(p->pg, "DEALLOCATE ALL", 0, NULL, NULL, NULL, NULL, 0);
         }
-        int nstale = round > 1 ? p->nstale : 0; /* fanout's own names, never request data */
+        /* fanout's own names, never request data; each with its sync: the name may be gone
+         * already (evicted meanwhile), and that failure must not take what follows along. */
+        int nstale = round > 1 ? p->nstale : 0;
         for (int j = 0; !broken && j < nstale; j++) {
             char cmd[DB_STMT_NAME_MAX + 16];
             snprintf(cmd, sizeof(cmd), "DEALLOCATE %s", p->stale[j]);
-            broken = !PQsendQueryParams(p->pg, cmd, 0, NULL, NULL, NULL, NULL, 0);
+            broken = !PQsendQueryParams(p->pg, cmd, 0, NULL, NULL, NULL, NULL, 0) ||
+                     !PQpipelineSync(p->pg);
         }
         if (!broken && reset_first && !db_reset_send(c, DB_RESET_FULL))
             broken = true;
@@ -448,8 +454,10 @@ db_status db_exec_pipeline(db_conn *c, db_pipe_query *qs, const db_pipe_part *pa
         if (!broken && dealloc_first)
             PQclear(db_read_command(p->pg)); /* its failure shows in the reset's check */
         dealloc_first = false;
-        for (int j = 0; !broken && j < nstale; j++)
-            PQclear(db_read_command(p->pg)); /* likewise */
+        for (int j = 0; !broken && j < nstale; j++) {
+            PQclear(db_read_command(p->pg)); /* its failure changes nothing */
+            broken = !db_read_sync(p->pg);
+        }
         p->nstale -= nstale;
         if (!broken && reset_first) {
             PQclear(check); /* the last reset read is the one that counts */

@@ -468,6 +468,60 @@ static void test_statement_after_alter_table(void **state)
     assert_true(fx_sql_ok(true, "DROP TABLE it_pipe_altered"));
 }
 
+/* The stale statement was evicted from the cache (and deallocated) in the same pipeline that
+ * found it stale: the DEALLOCATE ahead of round 2 fails, and must not take the query that goes
+ * again along with it (it came back not_run). */
+static void test_stale_statement_evicted_meanwhile(void **state)
+{
+    static const char *const body = "{\"queries\":[{\"sql\":\"SELECT * FROM it_pipe_evicted\"},"
+                                    "{\"sql\":\"SELECT 1 +\"},{\"sql\":\"SELECT 103\"}]}";
+    static const char *const args[] = {"--workers", "1", "--statement-cache-size", "2", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server two = {.pid = -1};
+    (void)state;
+    assert_true(fx_start(&two, &opts));
+
+    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_evicted; "
+                                "CREATE TABLE it_pipe_evicted (a int); INSERT INTO it_pipe_evicted VALUES (1); "
+                                "GRANT ALL ON it_pipe_evicted TO PUBLIC"));
+    for (int i = 0; i < 3; i++)
+        json_decref(FX_BATCH(two.port, "{\"queries\":[{\"sql\":\"SELECT * FROM it_pipe_evicted\"}]}"));
+    assert_true(fx_sql_ok(true, "ALTER TABLE it_pipe_evicted ADD COLUMN b int DEFAULT 7"));
+    json_t *doc = FX_BATCH(two.port, body);
+    if (fx_at(doc, "results.0.error") != NULL)
+        fx_print_json("after ALTER TABLE", doc);
+    FX_EXPECT_INT(doc, "results.0.rows.0.1", 7);
+    FX_EXPECT_INT(doc, "results.2.rows.0.0", 103);
+    json_decref(doc);
+    assert_true(fx_sql_ok(true, "DROP TABLE it_pipe_evicted"));
+    assert_true(fx_stop(&two));
+}
+
+/* A 0A000 (feature_not_supported) that is the query's own answer, from a statement prepared
+ * before: it ran, so it is not sent again (its function advanced a sequence once). Only the
+ * server's check of a cached plan says a statement went stale. */
+static void test_feature_not_supported_is_an_answer(void **state)
+{
+    (void)state;
+    assert_true(fx_sql_ok(true, "DROP SEQUENCE IF EXISTS it_pipe_calls; CREATE SEQUENCE it_pipe_calls; "
+                                "GRANT ALL ON it_pipe_calls TO PUBLIC; "
+                                "CREATE OR REPLACE FUNCTION it_pipe_refuse(int) RETURNS int LANGUAGE plpgsql AS $$ "
+                                "BEGIN PERFORM nextval('it_pipe_calls'); IF $1 = 1 THEN "
+                                "RAISE EXCEPTION 'not here' USING ERRCODE = 'feature_not_supported'; END IF; "
+                                "RETURN $1; END $$"));
+    for (int i = 0; i < 3; i++) /* prepared on the one worker's connection */
+        json_decref(FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT it_pipe_refuse($1)\",\"params\":[\"0\"]}]}"));
+    char *before = fx_sql_value(true, "SELECT last_value FROM it_pipe_calls", 0, NULL);
+    json_t *doc = FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"SELECT it_pipe_refuse($1)\",\"params\":[\"1\"]}]}");
+    FX_EXPECT_STR(doc, "results.0.error.code", "0A000");
+    json_decref(doc);
+    char *after = fx_sql_value(true, "SELECT last_value FROM it_pipe_calls", 0, NULL);
+    FX_CHECK(before && after && atol(after) == atol(before) + 1, "the function ran %ld times, want 1",
+             before && after ? atol(after) - atol(before) : -1L);
+    free(before);
+    free(after);
+}
+
 /* A batch with two jobs in a shared pipeline passes its deadline: two cancels go out for the
  * run. The first stops its query and sends the batch behind it to round 2; the second may land
  * there, on a statement of a batch that set no deadline, which must go out again, not answer
@@ -1125,6 +1179,8 @@ int it_pipeline(void)
         cmocka_unit_test(test_two_cancels_of_one_deadline),
         cmocka_unit_test(test_prepare_does_not_reach_the_next_batch),
         cmocka_unit_test(test_statement_after_alter_table),
+        cmocka_unit_test(test_stale_statement_evicted_meanwhile),
+        cmocka_unit_test(test_feature_not_supported_is_an_answer),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
         cmocka_unit_test(test_new_column_type_in_a_pipeline),
         cmocka_unit_test(test_statement_cache_reuses_and_is_bounded),
