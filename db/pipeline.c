@@ -46,6 +46,8 @@ typedef struct sent {
     db_reset_kind reset;         /* it ends its part: the reset that went behind it */
     bool reset_syncs;            /* ... and a sync went right behind that reset */
     bool concluded;              /* its result object is final and handed over (conclude) */
+    int cancel_no;               /* it was stopped by a cancel (57014): the how-manieth of the
+                                    run; 0: not */
 } sent;
 
 /* One db_exec_pipeline call. */
@@ -70,6 +72,7 @@ typedef struct pipe {
     int nparts;
     int round;          /* 1, or 2 for what goes out again */
     bool deallocated;   /* a DEALLOCATE ALL went out between rounds (a client's PREPARE) */
+    int cancelled;      /* statements a 57014 stopped in this run, every round */
     int nstale;         /* cached statements a schema change made stale, to deallocate */
     char stale[DB_PIPELINE_MAX][DB_STMT_NAME_MAX];
     const db_pipe_hooks *hooks; /* the caller's, or NULL */
@@ -277,21 +280,27 @@ static bool read_query(pipe *p, int i)
         else if (stale_plan(p, i, code))
             forget_stale(p, sq[i].name);
     }
+    if (!rd->error_from && PQresultStatus(rd->last) == PGRES_FATAL_ERROR) {
+        const char *code = PQresultErrorField(rd->last, PG_DIAG_SQLSTATE);
+        if (code && strcmp(code, "57014") == 0) /* a cancel's, or statement_timeout's */
+            sq[i].cancel_no = ++p->cancelled;
+    }
     if (sq[i].block_ends)
         PQclear(db_read_command(pg));
     return PQstatus(pg) == CONNECTION_OK && (!sq[i].syncs || db_read_sync(pg));
 }
 
-/* In a run of several parts, did a cancel (code) stop query i that was not meant for it
- * (another batch's deadline)? In any round: a batch with two jobs in the run sends two cancels,
- * and the second may land on what the first sent to round 2 (test_two_cancels_of_one_deadline);
- * each cancel costs at most one more round. Not when no deadline's cancel went out to the run:
- * then the 57014 is statement_timeout's (or an administrator's), and the query's answer. */
-static bool cancelled_for_another(pipe *p, int i, const char *code)
+/* In a run of several parts, did a cancel stop query j (query i's, or the one whose Parse was to
+ * make i's statement) that was not meant for i (another batch's deadline)? In any round: a
+ * batch with two jobs in the run sends two cancels, and the second may land on what the first
+ * sent to round 2 (test_two_cancels_of_one_deadline). But no more of the run's 57014s than
+ * cancels went out: the others are statement_timeout's (or an administrator's), and the query's
+ * answer (test_statement_timeout_in_a_pipeline_of_batches). */
+static bool cancelled_for_another(pipe *p, int i, int j)
 {
-    return p->nparts > 1 && code && strcmp(code, "57014") == 0 && p->hooks &&
-           p->hooks->query_wanted && p->hooks->query_wanted(p->hooks->arg, i) &&
-           p->hooks->cancel_sent && p->hooks->cancel_sent(p->hooks->arg);
+    return p->nparts > 1 && p->sq[j].cancel_no > 0 && p->hooks && p->hooks->query_wanted &&
+           p->hooks->cancels_sent && p->hooks->query_wanted(p->hooks->arg, i) &&
+           p->sq[j].cancel_no <= p->hooks->cancels_sent(p->hooks->arg);
 }
 
 /* Must query i go out again? Yes when the read-only transaction it was in (shared, or its own
@@ -308,7 +317,7 @@ static bool must_resend(pipe *p, int i)
     int by = p->sq[i].parsed_by;
 
     if (by >= 0 && by != i && p->sq[by].unmade &&
-        (p->sq[by].resend || cancelled_for_another(p, i, code)))
+        (p->sq[by].resend || cancelled_for_another(p, i, by)))
         return true;
     if (p->round == 1 && code && strcmp(code, "25P02") == 0)
         return true; /* in_failed_sql_transaction: a failed block's sync went ahead of it */
@@ -318,7 +327,7 @@ static bool must_resend(pipe *p, int i)
     /* Cancelled, in a run of several batches' quick reads, by a deadline that was not its own:
      * it stopped and its transaction rolled back, shared or not (a query whose statement was
      * prepared in this pipeline has a sync of its own), so it goes out again. */
-    if (cancelled_for_another(p, i, code))
+    if (cancelled_for_another(p, i, i))
         return true; /* query_canceled */
     if (!p->sq[i].shared && !p->sq[i].opens)
         return false;

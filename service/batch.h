@@ -120,11 +120,13 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats);
  * (db_exec_pipeline): one batch's, or several quick_reads batches' (each batch's jobs in a
  * row), the session reset behind each batch's when reset, and publish each
  * as soon as its result is final (a deadline then keeps it), and each statement's duration to
- * `speed`. *reset_ok says whether the reset succeeded.
+ * `speed`. *reset_ok says whether the reset succeeded. *cancels counts the cancels sent to this
+ * run so far (by the deadline of a batch in it; from a canceller thread).
  * Returns false when the connection was found broken.
  */
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
-                          bool reset, bool *reset_ok, struct svc_speed *speed);
+                          bool reset, bool *reset_ok, struct svc_speed *speed,
+                          const atomic_uint *cancels);
 
 /* Fill a claimed job's slots with a db_unavailable error without touching the database, and
  * publish it. */

@@ -240,11 +240,11 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
 /* One svc_job_run_pipeline call, for its done callback. */
 typedef struct pipe_ctx {
     svc_job *const *jobs;
-    int n;
     db_pipe_query *qs;
     db_conn *conn;
     svc_worker_stats *stats;
     svc_speed *speed;
+    const atomic_uint *cancels; /* the worker's count of cancels sent to this run */
 } pipe_ctx;
 
 /* Query i of the pipeline is final (db_exec_pipeline): publish its job at once. */
@@ -273,16 +273,11 @@ static bool pipeline_wanted(void *arg, int i)
     return atomic_load_explicit(&x->jobs[i]->state, memory_order_acquire) != SVC_JOB_ABANDONED;
 }
 
-/* Was a deadline's cancel sent to this run? Only after one of its jobs was abandoned
- * (svc_batch_abandon, then svc_pool_cancel): a 57014 without one is statement_timeout's, or an
- * administrator's, and the query's own answer. */
-static bool pipeline_cancelled(void *arg)
+/* How many deadline cancels were sent to this run (svc_batch_abandon, then svc_pool_cancel)? */
+static int pipeline_cancels(void *arg)
 {
     const pipe_ctx *x = arg;
-    for (int i = 0; i < x->n; i++)
-        if (atomic_load_explicit(&x->jobs[i]->state, memory_order_acquire) == SVC_JOB_ABANDONED)
-            return true;
-    return false;
+    return (int)atomic_load_explicit(x->cancels, memory_order_acquire);
 }
 
 /* How a batch's queries run in a pipeline. */
@@ -299,18 +294,18 @@ static db_exec_opts pipeline_opts(svc_batch *b)
 }
 
 bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker_stats *stats,
-                          bool reset, bool *reset_ok, svc_speed *speed)
+                          bool reset, bool *reset_ok, svc_speed *speed, const atomic_uint *cancels)
 {
     db_exec_opts opts[DB_PIPELINE_MAX];
     db_pipe_part parts[DB_PIPELINE_MAX] = {{0}}; /* (gcc cannot tell that n > 0) */
     db_pipe_query qs[DB_PIPELINE_MAX];
-    pipe_ctx x = {.jobs = jobs, .qs = qs, .conn = conn, .stats = stats, .speed = speed};
+    pipe_ctx x = {.jobs = jobs, .qs = qs, .conn = conn, .stats = stats, .speed = speed,
+                  .cancels = cancels};
     db_pipe_hooks hooks = {.query_done = pipeline_done, .query_wanted = pipeline_wanted,
-                           .cancel_sent = pipeline_cancelled, .arg = &x};
+                           .cancels_sent = pipeline_cancels, .arg = &x};
     int nparts = 0;
 
     n = n < DB_PIPELINE_MAX ? n : DB_PIPELINE_MAX;
-    x.n = n;
     for (int i = 0; i < n; i++) {
         svc_batch *b = jobs[i]->batch;
         const http_query *q = &b->desc->queries[jobs[i]->index];

@@ -56,6 +56,8 @@ typedef struct worker {
     pthread_mutex_t cancel_lock; /* guards cancel and running_seq (see the top) */
     PGcancel *cancel;        /* the current connection's (owned by it); NULL while disconnected */
     uint64_t running_seq;    /* run number of the job it is running; 0 between jobs */
+    atomic_uint cancels;     /* cancels sent to the current run (set to 0 with running_seq,
+                                under cancel_lock; read by the worker, db_exec_pipeline) */
     uint64_t next_seq;       /* run numbers handed out (worker thread only) */
     atomic_bool exited;      /* its thread has returned */
     svc_queue_slot slot;     /* its hold on the queue's limit while it runs quick jobs (the
@@ -303,6 +305,7 @@ static void set_running(worker *w, uint64_t seq)
 {
     pthread_mutex_lock(&w->cancel_lock);
     w->running_seq = seq;
+    atomic_store_explicit(&w->cancels, 0, memory_order_relaxed);
     pthread_mutex_unlock(&w->cancel_lock);
 }
 
@@ -359,7 +362,8 @@ static bool run_claimed(worker *w, svc_job **jobs, int n, db_conn **conn)
     /* The reset rides behind, even of a lone slow statement: reset after the hand-back, the
      * worker would still be busy when the client's next batch comes, which then queues its
      * slow statements behind each other (64 x pg_sleep(0.01): p90 116 ms instead of 17). */
-    if (!svc_job_run_pipeline(jobs, n, *conn, w->stats, reset, &reset_ok, w->pool->speed)) {
+    if (!svc_job_run_pipeline(jobs, n, *conn, w->stats, reset, &reset_ok, w->pool->speed,
+                              &w->cancels)) {
         connection_lost(w, conn);
         return false;
     }
@@ -563,10 +567,16 @@ static void run_cancel(void *arg)
      * again.) Run number 0 is a job failed without the database (fail_queued_while_down): it
      * has no statement, and 0 is also what running_seq says between runs, when a session
      * reset may be on the wire. */
-    if (r->seq != 0 && r->w->running_seq == r->seq && r->w->cancel &&
-        !PQcancel(r->w->cancel, errbuf, sizeof(errbuf)))
-        svc_log_warn("%sworker %d: cancel request failed: %s", r->w->pool->label, r->w->id,
-                     errbuf);
+    if (r->seq != 0 && r->w->running_seq == r->seq && r->w->cancel) {
+        /* Counted before it can land: each may stop one statement (a 57014 that it, and not
+         * statement_timeout, caused: db_exec_pipeline resends up to this many). */
+        atomic_fetch_add_explicit(&r->w->cancels, 1, memory_order_release);
+        if (!PQcancel(r->w->cancel, errbuf, sizeof(errbuf))) {
+            atomic_fetch_sub_explicit(&r->w->cancels, 1, memory_order_release);
+            svc_log_warn("%sworker %d: cancel request failed: %s", r->w->pool->label, r->w->id,
+                         errbuf);
+        }
+    }
     pthread_mutex_unlock(&r->w->cancel_lock);
     free(r);
 }

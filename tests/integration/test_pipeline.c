@@ -522,6 +522,65 @@ static void test_feature_not_supported_is_an_answer(void **state)
     free(after);
 }
 
+/* statement_timeout stops a query of a batch that shares a run with a batch whose deadline
+ * passed: the one cancel that deadline sent is spent on its own statement, so this 57014 is
+ * the timeout's, the query's answer. It used to go out again, round after round, until the
+ * lock it waited for went. */
+static void test_statement_timeout_after_another_deadline(void **state)
+{
+    static const char *const args[] = {"--workers", "1", "--pipeline-depth", "16", "--statement-timeout-ms",
+                                       "1000", NULL};
+    const fx_opts opts = {.args = args};
+    fx_server st = {.pid = -1};
+    char timed_body[192];
+    static const char *const other_body =
+        "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS b\",\"params\":[\"4269\"]}]}";
+    fx_conn busy, timed, other;
+    (void)state;
+
+    assert_true(fx_start(&st, &opts));
+    snprintf(timed_body, sizeof(timed_body),
+             "{\"timeout_ms\":%d,\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS a\","
+             "\"params\":[\"4268\"]}]}", (int)(300 * fx_scale()));
+    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
+        json_decref(FX_BATCH(st.port, timed_body));
+        json_decref(FX_BATCH(st.port, other_body));
+    }
+    PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    PQclear(PQexec(admin, "SELECT pg_advisory_lock(4268), pg_advisory_lock(4269)"));
+    double batched = fx_metric(st.port, BATCHED);
+    char sleep_body[96];
+    snprintf(sleep_body, sizeof(sleep_body), "{\"queries\":[{\"sql\":\"SELECT pg_sleep(%.2f)\"}]}", 0.3 * fx_scale());
+    assert_true(fx_conn_post_batch(&busy, st.port, sleep_body));
+    fx_sleep_ms(100);
+    assert_true(fx_conn_post_batch(&timed, st.port, timed_body));
+    fx_sleep_ms(5);
+    assert_true(fx_conn_post_batch(&other, st.port, other_body));
+    fx_response r;
+    assert_true(fx_conn_read(&timed, false, &r));
+    FX_CHECK(strstr(r.body, "\"timeout\"") != NULL, "the batch with the deadline: %s", r.body);
+    fx_response_free(&r);
+    fx_sleep_ms((int)(3000 * fx_scale())); /* the other's statement_timeout (1 s) passes */
+    PQclear(PQexec(admin, "SELECT pg_advisory_unlock(4268), pg_advisory_unlock(4269)"));
+    PQfinish(admin);
+    assert_true(fx_conn_read(&other, false, &r));
+    json_t *doc = json_loads(r.body, 0, NULL);
+    FX_CHECK(r.status == 200 && doc, "the other batch: status %d: %s", r.status, r.body);
+    if (fx_at(doc, "results.0.error") == NULL)
+        fx_print_json("the other batch", doc);
+    FX_EXPECT_STR(doc, "results.0.error.code", "57014");
+    json_decref(doc);
+    fx_response_free(&r);
+    fx_conn_close(&timed);
+    fx_conn_close(&other);
+    assert_true(fx_conn_read(&busy, false, &r));
+    fx_response_free(&r);
+    fx_conn_close(&busy);
+    FX_CHECK(fx_metric(st.port, BATCHED) - batched >= 2, "the batches did not share a pipeline: the test proves nothing");
+    assert_true(fx_stop(&st));
+}
+
 /* A batch with two jobs in a shared pipeline passes its deadline: two cancels go out for the
  * run. The first stops its query and sends the batch behind it to round 2; the second may land
  * there, on a statement of a batch that set no deadline, which must go out again, not answer
@@ -1177,6 +1236,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_cancel_meant_for_another_batch),
         cmocka_unit_test(test_statement_timeout_in_a_pipeline_of_batches),
         cmocka_unit_test(test_two_cancels_of_one_deadline),
+        cmocka_unit_test(test_statement_timeout_after_another_deadline),
         cmocka_unit_test(test_prepare_does_not_reach_the_next_batch),
         cmocka_unit_test(test_statement_after_alter_table),
         cmocka_unit_test(test_stale_statement_evicted_meanwhile),
