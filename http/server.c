@@ -515,6 +515,11 @@ static void begin_serving(http_server *s, struct evhttp_request *req)
         evtimer_del(s->clients.slot[at].deadline);
 }
 
+bool http_server_is_http10(const struct evhttp_request *req)
+{
+    return req->major < 1 || (req->major == 1 && req->minor == 0);
+}
+
 bool http_server_send_continue(struct evhttp_request *req)
 {
     static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -577,6 +582,15 @@ static void on_client_bytes(struct evbuffer *in, const struct evbuffer_cb_info *
      * so evhttp frees it cleanly and the close callback runs as for any hang-up. */
     size_t cap = (size_t)s->settings->max_body_bytes + MAX_HEADERS_BYTES + INPUT_SLACK_BYTES;
     if (evbuffer_get_length(in) > cap) {
+        bufferevent_data_cb reading = NULL;
+        bufferevent_getcb(bev, &reading, NULL, NULL, NULL);
+        if (!reading) {
+            /* evhttp is writing a reply (it reads on only to see a close): this is what the
+             * client pipelined behind it, unparsed for now, not one endless line. Stop reading
+             * until evhttp reads the next request (it enables reading again then). */
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
         if (info->orig_size <= cap)
             svc_log_info("closing a client connection: over %zu bytes of its request unparsed",
                          cap);

@@ -103,6 +103,9 @@ bool http_server_watch_reply(struct evhttp_request *req, void (*written)(void *a
  */
 bool http_server_send_continue(struct evhttp_request *req);
 
+/* Whether req came as HTTP/1.0 (or older). */
+bool http_server_is_http10(const struct evhttp_request *req);
+
 /* Close every connection and free the server (pending requests must be completed first); calls
  * no reply watch. */
 void http_server_free(http_server *s);

@@ -139,8 +139,9 @@ static void on_client_check(evutil_socket_t fd, short what, void *arg)
  * the answer, and a FIN from a close() looks the same until something is written: so probe with a
  * 100 Continue, to which a closed socket answers with a reset (at once on loopback). Then check
  * on a timer: EV_CLOSED stays ready once the FIN came (it would fire on every loop turn), and
- * libevent reports the reset as EV_READ|EV_WRITE, never as EV_CLOSED. No probe possible (HTTP/1.0,
- * TLS): only a reset ends the batch early; otherwise the reply's write fails.
+ * libevent reports the reset as EV_READ|EV_WRITE, never as EV_CLOSED. HTTP/1.0: no probe (no 1xx
+ * allowed), a FIN cancels. TLS: no probe (the bytes would have to go through the session), only a
+ * reset ends the batch early; otherwise the reply's write fails.
  */
 static void on_client_closed(evutil_socket_t fd, short what, void *arg)
 {
@@ -149,7 +150,10 @@ static void on_client_closed(evutil_socket_t fd, short what, void *arg)
     struct timeval tv = {0, CLIENT_CHECK_MS * 1000};
 
     (void)what;
-    if (client_left(fd) || (http_server_send_continue(b->req) && client_left(fd))) {
+    /* HTTP/1.0 allows no 1xx to probe with, and its clients hardly ever half-close: a FIN
+     * there is a client that left (as before the probe). */
+    if (client_left(fd) || http_server_is_http10(b->req) ||
+        (http_server_send_continue(b->req) && client_left(fd))) {
         cancel_gone(b);
         return;
     }

@@ -392,6 +392,49 @@ static bool closed_by_server(fx_conn *c, double secs)
     }
 }
 
+/* Requests pipelined behind one whose reply is still being written wait unparsed: that is no
+ * endless line, and must not cut the connection (past ~1.1 MB it did, and the reply broke off);
+ * fanout stops reading them until evhttp reads the next request. */
+static void test_pipelined_behind_a_long_reply(void **state)
+{
+    static const char first[] = "{\"queries\":[{\"sql\":\"SELECT repeat('x', 200000) FROM generate_series(1, 100)\"}]}";
+    enum { PAD = 600000 };
+    (void)state;
+    size_t cap = 3 * (PAD + 512), len = 0;
+    char *raw = malloc(cap), *body = malloc(PAD + 128);
+    assert_non_null(raw);
+    assert_non_null(body);
+    int blen = snprintf(body, PAD + 128, "{\"queries\":[{\"sql\":\"SELECT length($1)\",\"params\":[\"");
+    memset(body + blen, 'x', PAD);
+    blen += PAD;
+    blen += snprintf(body + blen, 64, "\"]}]}");
+    len += (size_t)snprintf(raw + len, cap - len, "POST /v1/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                            "Content-Length: %zu\r\n\r\n%s", sizeof(first) - 1, first);
+    for (int i = 0; i < 2; i++) {
+        len += (size_t)snprintf(raw + len, cap - len, "POST /v1/batch HTTP/1.1\r\nHost: t\r\n"
+                                "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n", blen);
+        memcpy(raw + len, body, (size_t)blen);
+        len += (size_t)blen;
+    }
+    fx_conn c;
+    assert_true(fx_conn_open(&c, cut.port));
+    assert_true(fx_conn_send(&c, raw, len));
+    for (int i = 0; i < 3; i++) {
+        fx_response r;
+        FX_CHECK(fx_conn_read(&c, false, &r), "reply %d of 3 did not come", i + 1);
+        json_t *doc = json_loads(r.body, 0, NULL);
+        FX_CHECK(r.status == 200 && doc, "reply %d: status %d", i + 1, r.status);
+        if (i > 0)
+            FX_EXPECT_INT(doc, "results.0.rows.0.0", PAD);
+        json_decref(doc);
+        fx_response_free(&r);
+    }
+    fx_conn_close(&c);
+    free(raw);
+    free(body);
+    FX_CHECK(fx_log_count(&cut, "unparsed") == 0, "the connection was closed as an endless line");
+}
+
 /*
  * A chunk-size line that never ends. libevent reads it with evbuffer_readln and no limit (a
  * header line or a body has one), so before the fix every byte stayed buffered, unanswered. fanout
@@ -649,6 +692,7 @@ int it_limits(void)
         cmocka_unit_test(test_memory_bounded_by_limit),
         cmocka_unit_test(test_notifications_do_not_pile_up),
         cmocka_unit_test(test_endless_chunk_size_line),
+        cmocka_unit_test(test_pipelined_behind_a_long_reply),
         cmocka_unit_test(test_out_of_file_descriptors),
         cmocka_unit_test(test_trickled_requests_time_out),
         cmocka_unit_test(test_clean_exit),

@@ -211,6 +211,21 @@ static void test_client_gone_cancels(void **state)
     json_t *doc = FX_BATCH(srv.port, "{\"queries\": [{\"sql\": \"SELECT 3 AS three\"}]}");
     FX_EXPECT_INT(doc, "results.0.rows.0.0", 3);
     json_decref(doc);
+
+    /* The same over HTTP/1.0, where no 100 Continue may probe the client: a FIN is enough. */
+    static const char body10[] = "{\"queries\": [{\"sql\": \"SELECT pg_sleep(20) /* gone-probe-10 */\"}]}";
+    char req[512];
+    int n = snprintf(req, sizeof(req), "POST /v1/batch HTTP/1.0\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s", sizeof(body10) - 1, body10);
+    assert_true(fx_conn_open(&c, srv.port));
+    assert_true(fx_conn_send(&c, req, (size_t)n));
+    t0 = fx_now();
+    while (active_fanout_queries("%gone-probe-10%") < 1 && fx_now() - t0 < 5)
+        fx_sleep_ms(20);
+    FX_CHECK(active_fanout_queries("%gone-probe-10%") == 1, "the HTTP/1.0 query never started");
+    fx_conn_close(&c);
+    gone = wait_no_active("%gone-probe-10%", 5.0 * fx_scale());
+    FX_CHECK(gone >= 0 && gone < 1.0 * fx_scale(), "HTTP/1.0: query still running %.3f s after the client left", gone);
 }
 
 /* A batch that does not fit the queue is refused at once, not queued without bound. */
