@@ -70,7 +70,7 @@ typedef struct pipe {
                            yet (the next shared transaction may follow it unsynced); -1: none */
     int last_sent;      /* the query sent last, -1 for none */
     int nparts;
-    int round;          /* 1, or 2 for what goes out again */
+    int round;          /* 1, then 2 (and rarely more) for what goes out again */
     bool deallocated;   /* a DEALLOCATE ALL went out between rounds (a client's PREPARE) */
     int cancelled;      /* statements a 57014 stopped in this run, every round */
     int nstale;         /* cached statements a schema change made stale, to deallocate */
