@@ -196,6 +196,27 @@ static void free_the_worker(fx_conn *c)
     fx_conn_close(c);
 }
 
+/* Run a and b WARM_RUNS times each on port: then fanout knows their statements are quick, and
+ * they may share a pipeline. */
+static void warm_both(int port, const char *a, const char *b)
+{
+    for (int i = 0; i < WARM_RUNS; i++) {
+        json_decref(FX_BATCH(port, a));
+        json_decref(FX_BATCH(port, b));
+    }
+}
+
+/* Keep one's worker busy for `seconds` (busy), then post a and, 5 ms later, b: queued behind the
+ * busy worker, they go out in one pipeline. */
+static void post_two_behind_busy(fx_conn *busy, double seconds, fx_conn *first, const char *a,
+                                 fx_conn *second, const char *b)
+{
+    occupy_the_worker(busy, seconds);
+    assert_true(fx_conn_post_batch(first, one.port, a));
+    fx_sleep_ms(5);
+    assert_true(fx_conn_post_batch(second, one.port, b));
+}
+
 #define BATCHED "fanout_pipelined_batches_total"
 
 /* Several batches' quick reads queued behind the busy worker go out in one pipeline, each batch
@@ -342,20 +363,14 @@ static void test_cancel_meant_for_another_batch(void **state)
     snprintf(timed_body, sizeof(timed_body),
              "{\"timeout_ms\":%d,\"queries\":[{\"sql\":\"SELECT pg_backend_pid() AS timed\"}]}",
              (int)(300 * fx_scale()) + 400);
-    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
-        json_decref(FX_BATCH(one.port, blocked_body));
-        json_decref(FX_BATCH(one.port, timed_body));
-    }
+    warm_both(one.port, blocked_body, timed_body);
     /* and no longer prepared on the connection: the blocked one goes with its Parse */
     json_decref(FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"DEALLOCATE ALL\"}]}"));
     PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
     assert_int_equal(PQstatus(admin), CONNECTION_OK);
     PQclear(PQexec(admin, "SELECT pg_advisory_lock(4263)"));
     double batched = fx_metric(one.port, BATCHED);
-    occupy_the_worker(&busy, 0.3);
-    assert_true(fx_conn_post_batch(&blocked, one.port, blocked_body));
-    fx_sleep_ms(5);
-    assert_true(fx_conn_post_batch(&timed, one.port, timed_body));
+    post_two_behind_busy(&busy, 0.3, &blocked, blocked_body, &timed, timed_body);
     fx_response r;
     assert_true(fx_conn_read(&timed, false, &r));
     FX_CHECK(strstr(r.body, "\"timeout\"") != NULL, "the batch with the deadline: %s", r.body);
@@ -398,15 +413,9 @@ static void test_prepare_does_not_reach_the_next_batch(void **state)
                                 "LANGUAGE plpgsql AS $$ BEGIN IF $1 = 1 THEN "
                                 "EXECUTE 'PREPARE it_pipe_secret AS SELECT ''hunter2'''; END IF; "
                                 "RETURN $1; END $$"));
-    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
-        json_decref(FX_BATCH(one.port, quiet_body));
-        json_decref(FX_BATCH(one.port, look_body));
-    }
+    warm_both(one.port, quiet_body, look_body);
     double batched = fx_metric(one.port, BATCHED), resent = fx_metric(one.port, RESENT);
-    occupy_the_worker(&busy, 0.3);
-    assert_true(fx_conn_post_batch(&prepare, one.port, prepare_body));
-    fx_sleep_ms(5);
-    assert_true(fx_conn_post_batch(&look, one.port, look_body));
+    post_two_behind_busy(&busy, 0.3, &prepare, prepare_body, &look, look_body);
     fx_response r;
     assert_true(fx_conn_read(&prepare, false, &r));
     json_t *doc = json_loads(r.body, 0, NULL);
@@ -542,10 +551,7 @@ static void test_statement_timeout_after_another_deadline(void **state)
     snprintf(timed_body, sizeof(timed_body),
              "{\"timeout_ms\":%d,\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS a\","
              "\"params\":[\"4268\"]}]}", (int)(300 * fx_scale()));
-    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
-        json_decref(FX_BATCH(st.port, timed_body));
-        json_decref(FX_BATCH(st.port, other_body));
-    }
+    warm_both(st.port, timed_body, other_body);
     PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
     assert_int_equal(PQstatus(admin), CONNECTION_OK);
     PQclear(PQexec(admin, "SELECT pg_advisory_lock(4268), pg_advisory_lock(4269)"));
@@ -597,18 +603,12 @@ static void test_two_cancels_of_one_deadline(void **state)
              "{\"timeout_ms\":%d,\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS a1\","
              "\"params\":[\"4265\"]},{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS a2\",\"params\":[\"4266\"]}]}",
              (int)(300 * fx_scale()) + 400);
-    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
-        json_decref(FX_BATCH(one.port, timed_body));
-        json_decref(FX_BATCH(one.port, other_body));
-    }
+    warm_both(one.port, timed_body, other_body);
     PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
     assert_int_equal(PQstatus(admin), CONNECTION_OK);
     PQclear(PQexec(admin, "SELECT pg_advisory_lock(4265), pg_advisory_lock(4267)"));
     double batched = fx_metric(one.port, BATCHED);
-    occupy_the_worker(&busy, 0.3);
-    assert_true(fx_conn_post_batch(&timed, one.port, timed_body));
-    fx_sleep_ms(5);
-    assert_true(fx_conn_post_batch(&other, one.port, other_body));
+    post_two_behind_busy(&busy, 0.3, &timed, timed_body, &other, other_body);
     fx_response r;
     assert_true(fx_conn_read(&timed, false, &r));
     FX_CHECK(strstr(r.body, "\"timeout\"") != NULL, "the batch with the deadline: %s", r.body);
@@ -645,18 +645,12 @@ static void test_statement_timeout_in_a_pipeline_of_batches(void **state)
     fx_conn busy, timed, other;
     (void)state;
 
-    for (int i = 0; i < WARM_RUNS; i++) { /* now they are known to be quick */
-        json_decref(FX_BATCH(one.port, timed_body));
-        json_decref(FX_BATCH(one.port, other_body));
-    }
+    warm_both(one.port, timed_body, other_body);
     PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
     assert_int_equal(PQstatus(admin), CONNECTION_OK);
     PQclear(PQexec(admin, "SELECT pg_advisory_lock(4264)"));
     double batched = fx_metric(one.port, BATCHED);
-    occupy_the_worker(&busy, 0.3);
-    assert_true(fx_conn_post_batch(&timed, one.port, timed_body));
-    fx_sleep_ms(5);
-    assert_true(fx_conn_post_batch(&other, one.port, other_body));
+    post_two_behind_busy(&busy, 0.3, &timed, timed_body, &other, other_body);
     /* Gone again, the lock query would wait for the lock, which goes in 3 s: then it would
      * answer with a row. */
     fx_sleep_ms((int)(3000 * fx_scale()));
