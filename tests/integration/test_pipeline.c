@@ -347,6 +347,45 @@ static void test_deadline_in_a_pipeline_of_batches(void **state)
     FX_CHECK(took < 3.0 * fx_scale(), "the batches behind the blocked one waited %.3f s", took);
 }
 
+/* A batch with a deadline (timed) shares a pipeline behind the busy worker with one that set
+ * none (other) and waits for a lock the admin holds (lock, unlock: SQL): timed answers timeout,
+ * and once its cancels have landed (wait_ms) and the lock went, other answers its row, never
+ * 57014 (canceling statement due to user request). timed_first: the order they are posted in. */
+static void other_survives_the_deadline(const char *timed_body, const char *other_body, bool timed_first,
+                                        const char *lock, const char *unlock, int wait_ms)
+{
+    fx_conn busy, timed, other;
+    PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    PQclear(PQexec(admin, lock));
+    double batched = fx_metric(one.port, BATCHED);
+    if (timed_first)
+        post_two_behind_busy(&busy, 0.3, &timed, timed_body, &other, other_body);
+    else
+        post_two_behind_busy(&busy, 0.3, &other, other_body, &timed, timed_body);
+    fx_response r;
+    assert_true(fx_conn_read(&timed, false, &r));
+    FX_CHECK(strstr(r.body, "\"timeout\"") != NULL, "the batch with the deadline: %s", r.body);
+    fx_response_free(&r);
+    fx_sleep_ms(wait_ms); /* the cancels go out from another thread: let them land */
+    PQclear(PQexec(admin, unlock));
+    PQfinish(admin);
+    assert_true(fx_conn_read(&other, false, &r));
+    json_t *doc = json_loads(r.body, 0, NULL);
+    FX_CHECK(r.status == 200 && doc, "the batch without a deadline: status %d: %s", r.status, r.body);
+    if (fx_at(doc, "results.0.error") != NULL)
+        fx_print_json("the batch without a deadline", doc);
+    FX_CHECK(fx_at(doc, "results.0.error") == NULL, "the batch without a deadline got an error");
+    FX_EXPECT_LEN(doc, "results.0.rows", 1);
+    json_decref(doc);
+    fx_response_free(&r);
+    fx_conn_close(&timed);
+    fx_conn_close(&other);
+    free_the_worker(&busy);
+    FX_CHECK(fx_metric(one.port, BATCHED) - batched >= 2,
+             "the batches did not share a pipeline: the test proves nothing");
+}
+
 /* Another batch's deadline lands on this batch's statement in a shared pipeline, one that had
  * a sync of its own (its statement was prepared in that pipeline, after a client's DEALLOCATE
  * ALL): it changed nothing, so it goes out again; its client, which set no deadline, must not
@@ -356,7 +395,6 @@ static void test_cancel_meant_for_another_batch(void **state)
     static const char *const blocked_body =
         "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS waited\",\"params\":[\"4263\"]}]}";
     char timed_body[160];
-    fx_conn busy, blocked, timed;
     (void)state;
 
     /* its deadline passes while the other waits for the lock */
@@ -366,32 +404,8 @@ static void test_cancel_meant_for_another_batch(void **state)
     warm_both(one.port, blocked_body, timed_body);
     /* and no longer prepared on the connection: the blocked one goes with its Parse */
     json_decref(FX_BATCH(one.port, "{\"queries\":[{\"sql\":\"DEALLOCATE ALL\"}]}"));
-    PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
-    assert_int_equal(PQstatus(admin), CONNECTION_OK);
-    PQclear(PQexec(admin, "SELECT pg_advisory_lock(4263)"));
-    double batched = fx_metric(one.port, BATCHED);
-    post_two_behind_busy(&busy, 0.3, &blocked, blocked_body, &timed, timed_body);
-    fx_response r;
-    assert_true(fx_conn_read(&timed, false, &r));
-    FX_CHECK(strstr(r.body, "\"timeout\"") != NULL, "the batch with the deadline: %s", r.body);
-    fx_response_free(&r);
-    fx_sleep_ms((int)(300 * fx_scale())); /* the cancel goes out from another thread: let it land */
-    PQclear(PQexec(admin, "SELECT pg_advisory_unlock(4263)"));
-    PQfinish(admin);
-    assert_true(fx_conn_read(&blocked, false, &r));
-    json_t *doc = json_loads(r.body, 0, NULL);
-    FX_CHECK(r.status == 200 && doc, "the blocked batch: status %d: %s", r.status, r.body);
-    if (fx_at(doc, "results.0.error") != NULL)
-        fx_print_json("the blocked batch", doc);
-    FX_CHECK(fx_at(doc, "results.0.error") == NULL, "the batch without a deadline got an error");
-    FX_EXPECT_LEN(doc, "results.0.rows", 1);
-    json_decref(doc);
-    fx_response_free(&r);
-    fx_conn_close(&blocked);
-    fx_conn_close(&timed);
-    free_the_worker(&busy);
-    FX_CHECK(fx_metric(one.port, BATCHED) - batched >= 2,
-             "the batches did not share a pipeline: the test proves nothing");
+    other_survives_the_deadline(timed_body, blocked_body, false, "SELECT pg_advisory_lock(4263)",
+                                "SELECT pg_advisory_unlock(4263)", (int)(300 * fx_scale()));
 }
 
 /* A batch whose function PREPAREs a statement shares a pipeline with the batch behind it: the
@@ -596,7 +610,6 @@ static void test_two_cancels_of_one_deadline(void **state)
     static const char *const other_body =
         "{\"queries\":[{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS b1\",\"params\":[\"4267\"]}]}";
     char timed_body[256];
-    fx_conn busy, timed, other;
     (void)state;
 
     snprintf(timed_body, sizeof(timed_body),
@@ -604,32 +617,10 @@ static void test_two_cancels_of_one_deadline(void **state)
              "\"params\":[\"4265\"]},{\"sql\":\"SELECT pg_advisory_xact_lock($1) AS a2\",\"params\":[\"4266\"]}]}",
              (int)(300 * fx_scale()) + 400);
     warm_both(one.port, timed_body, other_body);
-    PGconn *admin = PQconnectdb(getenv("FANOUT_TEST_ADMIN"));
-    assert_int_equal(PQstatus(admin), CONNECTION_OK);
-    PQclear(PQexec(admin, "SELECT pg_advisory_lock(4265), pg_advisory_lock(4267)"));
-    double batched = fx_metric(one.port, BATCHED);
-    post_two_behind_busy(&busy, 0.3, &timed, timed_body, &other, other_body);
-    fx_response r;
-    assert_true(fx_conn_read(&timed, false, &r));
-    FX_CHECK(strstr(r.body, "\"timeout\"") != NULL, "the batch with the deadline: %s", r.body);
-    fx_response_free(&r);
-    fx_sleep_ms((int)(500 * fx_scale())); /* both cancels go out from another thread: let them land */
-    PQclear(PQexec(admin, "SELECT pg_advisory_unlock(4265), pg_advisory_unlock(4267)"));
-    PQfinish(admin);
-    assert_true(fx_conn_read(&other, false, &r));
-    json_t *doc = json_loads(r.body, 0, NULL);
-    FX_CHECK(r.status == 200 && doc, "the other batch: status %d: %s", r.status, r.body);
-    if (fx_at(doc, "results.0.error") != NULL)
-        fx_print_json("the other batch", doc);
-    FX_CHECK(fx_at(doc, "results.0.error") == NULL, "the batch without a deadline got an error");
-    FX_EXPECT_LEN(doc, "results.0.rows", 1);
-    json_decref(doc);
-    fx_response_free(&r);
-    fx_conn_close(&timed);
-    fx_conn_close(&other);
-    free_the_worker(&busy);
-    FX_CHECK(fx_metric(one.port, BATCHED) - batched >= 2,
-             "the batches did not share a pipeline: the test proves nothing");
+    other_survives_the_deadline(timed_body, other_body, true,
+                                "SELECT pg_advisory_lock(4265), pg_advisory_lock(4267)",
+                                "SELECT pg_advisory_unlock(4265), pg_advisory_unlock(4267)",
+                                (int)(500 * fx_scale()));
 }
 
 /* A statement_timeout inside a pipeline of several batches: its 57014 is the query's answer,
