@@ -212,8 +212,9 @@ static bool stale_plan(const pipe *p, int i, const char *code)
     const char *from = code ? PQresultErrorField(p->rds[i].last, PG_DIAG_SOURCE_FUNCTION) : NULL;
     /* 0A000 is feature_not_supported, which a query may well answer (a function's RAISE): only
      * the check of a cached plan, which runs before the statement does, says it went stale. */
-    return code && strcmp(code, "0A000") == 0 && from && strcmp(from, "RevalidateCachedQuery") == 0 &&
-           p->sq[i].name[0] && p->sq[i].parsed_by < 0 && !p->sq[i].parse;
+    return code && strcmp(code, "0A000") == 0 && from &&
+           strcmp(from, "RevalidateCachedQuery") == 0 && p->sq[i].name[0] &&
+           p->sq[i].parsed_by < 0 && !p->sq[i].parse;
 }
 
 /* Out of the cache at once (what goes out again is parsed afresh, under a new name); off the

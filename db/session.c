@@ -21,10 +21,10 @@
  * undoes every setting, role, cursor, LISTEN and temporary object made in it (a read-only
  * transaction cannot advance a sequence), which leaves what a rollback does not undo: session
  * advisory locks (pg_advisory_unlock_all) and prepared statements (the check, behind every
- * part: a client's PREPARE must not reach the parts behind it, db/pipeline.c). Two statements instead of seven and no
- * sync, so parts follow each other in one segment; the server's cost of a single point select
- * and its reset fell by a third (about 43 to 27 us). A ROLLBACK outside a block would also
- * work, but it costs a WARNING in the server's log each time.
+ * part: a client's PREPARE must not reach the parts behind it, db/pipeline.c). Two statements
+ * instead of seven and no sync, so parts follow each other in one segment; the server's cost
+ * of a single point select and its reset fell by a third (about 43 to 27 us). A ROLLBACK
+ * outside a block would also work, but it costs a WARNING in the server's log each time.
  *
  * All of them are prepared once per connection, in one round trip, with db/pipeline.c's
  * openers (about 15 % more 10-query batches a second than parsing them each time); should a
