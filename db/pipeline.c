@@ -203,18 +203,27 @@ static bool part_shared(const pipe *p, const int *todo, int k)
     return false;
 }
 
-/* Did query i fail because its cached statement went stale: "cached plan must not change result
- * type" (0A000), raised when a table it reads gained or lost a column (ALTER TABLE) since it was
- * prepared, before it ran? Only for a statement prepared before this pipeline: one parsed here
- * is fresh, so its 0A000 is its answer (and a statement goes out again at most once). */
+/* Did query i fail because its cached statement went stale, before it ran? Only for a statement
+ * prepared before this pipeline: one parsed here is fresh, so its error is its answer (and a
+ * statement goes out again at most once). Two ways: "cached plan must not change result type"
+ * (0A000 from the server's check of a cached plan, RevalidateCachedQuery: a table it reads
+ * gained or lost a column), not any 0A000 (feature_not_supported is a query's own answer too);
+ * and a parameter refused at Bind (the context names the portal's parameter), which may be
+ * the type of a column since changed (ALTER COLUMN ... TYPE): parsed afresh, the statement takes
+ * today's. A parameter that is just wrong fails again, parsed afresh, and that is its answer.
+ * The context is the server's English text; under another lc_messages the answer stands. */
 static bool stale_plan(const pipe *p, int i, const char *code)
 {
-    const char *from = code ? PQresultErrorField(p->rds[i].last, PG_DIAG_SOURCE_FUNCTION) : NULL;
-    /* 0A000 is feature_not_supported, which a query may well answer (a function's RAISE): only
-     * the check of a cached plan, which runs before the statement does, says it went stale. */
-    return code && strcmp(code, "0A000") == 0 && from &&
-           strcmp(from, "RevalidateCachedQuery") == 0 && p->sq[i].name[0] &&
-           p->sq[i].parsed_by < 0 && !p->sq[i].parse;
+    const PGresult *res = p->rds[i].last;
+    const char *from, *context;
+
+    if (!code || !p->sq[i].name[0] || p->sq[i].parsed_by >= 0 || p->sq[i].parse)
+        return false;
+    from = PQresultErrorField(res, PG_DIAG_SOURCE_FUNCTION);
+    if (strcmp(code, "0A000") == 0 && from && strcmp(from, "RevalidateCachedQuery") == 0)
+        return true;
+    context = PQresultErrorField(res, PG_DIAG_CONTEXT);
+    return context && strncmp(context, "unnamed portal parameter $", 26) == 0;
 }
 
 /* Out of the cache at once (what goes out again is parsed afresh, under a new name); off the

@@ -491,6 +491,44 @@ static void test_statement_after_alter_table(void **state)
     assert_true(fx_sql_ok(true, "DROP TABLE it_pipe_altered"));
 }
 
+/* A column changes type after fanout prepared a statement comparing it with a parameter: the
+ * kept statement still expects the old type and refuses the value at Bind, before it runs, so it
+ * goes out again parsed afresh and answers. A value that is just wrong still gets its error. */
+static void test_statement_after_column_type_change(void **state)
+{
+    static const char *const count_body =
+        "{\"queries\":[{\"sql\":\"SELECT count(*)::int FROM it_pipe_retyped WHERE a = $1\",\"params\":[\"%s\"]}]}";
+    char body[256];
+    (void)state;
+
+    assert_true(fx_sql_ok(true, "DROP TABLE IF EXISTS it_pipe_retyped; "
+                                "CREATE TABLE it_pipe_retyped (a int); INSERT INTO it_pipe_retyped VALUES (1); "
+                                "GRANT ALL ON it_pipe_retyped TO PUBLIC"));
+    snprintf(body, sizeof(body), count_body, "1");
+    for (int i = 0; i < 3; i++) { /* prepared on the one worker's connection, $1 an integer */
+        json_t *doc = FX_BATCH(one.port, body);
+        FX_EXPECT_INT(doc, "results.0.rows.0.0", 1);
+        json_decref(doc);
+    }
+    snprintf(body, sizeof(body), count_body, "xyz"); /* just wrong: its error stands */
+    json_t *doc = FX_BATCH(one.port, body);
+    FX_EXPECT_STR(doc, "results.0.error.code", "22P02");
+    json_decref(doc);
+    for (int i = 0; i < 3; i++) { /* and the statement is kept again */
+        snprintf(body, sizeof(body), count_body, "1");
+        json_decref(FX_BATCH(one.port, body));
+    }
+    assert_true(fx_sql_ok(true, "ALTER TABLE it_pipe_retyped ALTER a TYPE text; "
+                                "INSERT INTO it_pipe_retyped VALUES ('abc')"));
+    snprintf(body, sizeof(body), count_body, "abc");
+    doc = FX_BATCH(one.port, body);
+    if (fx_at(doc, "results.0.error") != NULL)
+        fx_print_json("after ALTER COLUMN TYPE", doc);
+    FX_EXPECT_INT(doc, "results.0.rows.0.0", 1);
+    json_decref(doc);
+    assert_true(fx_sql_ok(true, "DROP TABLE it_pipe_retyped"));
+}
+
 /* The stale statement was evicted from the cache (and deallocated) in the same pipeline that
  * found it stale: the DEALLOCATE ahead of round 2 fails, and must not take the query that goes
  * again along with it (it came back not_run). */
@@ -1224,6 +1262,7 @@ int it_pipeline(void)
         cmocka_unit_test(test_statement_timeout_after_another_deadline),
         cmocka_unit_test(test_prepare_does_not_reach_the_next_batch),
         cmocka_unit_test(test_statement_after_alter_table),
+        cmocka_unit_test(test_statement_after_column_type_change),
         cmocka_unit_test(test_stale_statement_evicted_meanwhile),
         cmocka_unit_test(test_feature_not_supported_is_an_answer),
         cmocka_unit_test(test_deadline_inside_a_pipeline),
