@@ -532,8 +532,11 @@ void cfg_print_effective(FILE *out, const cfg_settings *s, const char *database_
 {
     for (const cfg_def *d = cfg_defs; d < cfg_defs + NDEFS; d++) {
         const char *field = (const char *)s + d->offset;
-        if ((d->type == CFG_T_STRING || d->type == CFG_T_LISTEN) &&
-            !(field == (const char *)&s->database ? database_shown : *(char *const *)field)) {
+        bool text = d->type == CFG_T_STRING || d->type == CFG_T_LISTEN;
+        const char *v = !text                                 ? NULL
+                        : field == (const char *)&s->database ? database_shown
+                                                              : *(char *const *)field;
+        if (text && !v) {
             fprintf(out, "# %s = (not set)\n", d->name); /* a comment: the output loads back */
             continue;
         }
@@ -545,9 +548,6 @@ void cfg_print_effective(FILE *out, const cfg_settings *s, const char *database_
         case CFG_T_BOOL: fprintf(out, "%s\n", *(const bool *)field ? "true" : "false"); break;
         case CFG_T_STRING:
         case CFG_T_LISTEN: {
-            const char *v = *(char *const *)field;
-            if (field == (const char *)&s->database)
-                v = database_shown;
             char q = strchr(v, '"') ? '\'' : '"'; /* no escapes inside quotes (cfg_load_file) */
             fprintf(out, "%c%s%c\n", q, v, q);
             break;

@@ -148,9 +148,7 @@ bool db_reset_finish(db_conn *c, const PGresult *check)
 {
     size_t mine = db_stmts_count(db_conn_stmts(c)) + (db_conn_reset_prepared(c) ? DB_OWN_N : 0);
 
-    if (PQresultStatus(check) == PGRES_TUPLES_OK && PQntuples(check) == 1 &&
-        strcmp(PQgetvalue(check, 0, 1), "0") == 0 &&
-        strtoull(PQgetvalue(check, 0, 2), NULL, 10) == mine)
+    if (!db_reset_foreign(check) && strtoull(PQgetvalue(check, 0, 2), NULL, 10) == mine)
         return true; /* no PREPARE of a client's, and fanout's own statements all there */
     return deallocate_all(c);
 }

@@ -233,16 +233,21 @@ static void on_connect_replied(struct evhttp_request *req, void *arg)
         shutdown(fd, SHUT_WR);
 }
 
-/* A HEAD reply: the GET reply's headers, Content-Length included (libevent 2.1 sends none for
- * HEAD, and would send the body), and no body. */
-static void send_head(struct evhttp_request *req, int status, struct evbuffer *body)
+/* Say body's length ourselves where libevent 2.1 does not (HEAD, CONNECT). */
+static void set_content_length(struct evkeyvalq *h, struct evbuffer *body)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char len[24];
 
     snprintf(len, sizeof(len), "%zu", body ? evbuffer_get_length(body) : 0);
     evhttp_remove_header(h, "Content-Length");
     evhttp_add_header(h, "Content-Length", len);
+}
+
+/* A HEAD reply: the GET reply's headers, Content-Length included (libevent 2.1 sends none for
+ * HEAD, and would send the body), and no body. */
+static void send_head(struct evhttp_request *req, int status, struct evbuffer *body)
+{
+    set_content_length(evhttp_request_get_output_headers(req), body);
     evhttp_send_reply(req, status, NULL, NULL);
 }
 
@@ -259,10 +264,7 @@ static void send_reply(struct evhttp_request *req, int status, struct evbuffer *
      * that never came (the client hung until client_timeout_ms). fanout never opens a tunnel:
      * frame the error and end the connection (on_connect_replied). */
     if (cmd == EVHTTP_REQ_CONNECT) {
-        char len[24];
-        snprintf(len, sizeof(len), "%zu", body ? evbuffer_get_length(body) : 0);
-        evhttp_remove_header(h, "Content-Length");
-        evhttp_add_header(h, "Content-Length", len);
+        set_content_length(h, body);
         evhttp_remove_header(h, "Connection");
         evhttp_add_header(h, "Connection", "close");
         evhttp_request_set_on_complete_cb(req, on_connect_replied, NULL);
@@ -635,7 +637,10 @@ static bool admit_client(http_server *s, struct evhttp_request *req)
     size_t at;
     if (!evcon || conn_find(&s->clients, evcon, &at))
         return true;
-    return count_client(s, evcon);
+    if (!count_client(s, evcon))
+        return false;
+    begin_serving(s, req); /* counted just now: its request is already whole */
+    return true;
 }
 
 /* Whether a request needs a token (when auth_file is set): all but GET of the probes, and of
@@ -777,7 +782,6 @@ static void route(struct evhttp_request *req, void *arg)
         http_reply_error(req, 503, "overloaded", "too many client connections; retry later");
         return;
     }
-    begin_serving(s, req); /* admit_client may have counted it just now */
     /* Before the body is parsed and before the service hears of the request. */
     if (path && needs_token(s, path, evhttp_request_get_command(req)) &&
         !authenticate(s, req, &caller))
