@@ -158,13 +158,17 @@ fault: deps
 	@$(MAKE) --no-print-directory all
 	@tests/fault/run.sh $(BUILD)/fanout
 
-# The benchmark (issue 5, bench/README.md, about 15 minutes): a throwaway PostgreSQL with the
+# The benchmark (issue 5, bench/README.md, about 17 minutes): a throwaway PostgreSQL with the
 # pgbench schema, pgbench, the release build and the peer services of bench/peers/ under wrk; prints
 # one table of medians and the targets, writes bench/results/latest.json and latest.svg.
 #   make bench BENCH_SECONDS=3 BENCH_REPEAT=1    a quick run (see bench/run.sh for every knob)
 bench: deps
-	@$(MAKE) --no-print-directory all
-	@FANOUT_BIN=$(BUILD)/fanout bench/run.sh
+	@$(MAKE) --no-print-directory all $(BUILD)/bench-floor
+	@FANOUT_BIN=$(BUILD)/fanout FLOOR_BIN=$(BUILD)/bench-floor bench/run.sh
+
+# (d)'s floor: the same sleeps from a plain libpq program, no HTTP (bench/floor.c).
+$(BUILD)/bench-floor: $(BUILD)/obj/bench/floor.o
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
 
 clean:
 	rm -rf build

@@ -35,7 +35,13 @@ SYSTEMS = [
     ("node", "node pg.Pool"),
     ("asyncio", "aiohttp+asyncpg"),
     ("threads", "threads+psycopg2"),
+    ("floor-threads-reset", "libpq 64thr+reset"),
+    ("floor-threads", "libpq 64 threads"),
+    ("floor-async-reset", "libpq 1thr+reset"),
+    ("floor-async", "libpq 1 thread"),
 ]
+# (d)'s floor (bench/floor.c): the same sleeps from plain libpq, no HTTP; not peers.
+FLOORS = ["floor-threads-reset", "floor-threads", "floor-async-reset", "floor-async"]
 PEERS = ["node", "asyncio", "threads"]
 WORKLOADS = [
     ("select", "-S -M prepared"),
@@ -51,6 +57,8 @@ WORKLOAD_LABEL = dict(WORKLOADS)
 COLORS = {
     "pgbench-tcp": "#9e9e9e", "pgbench-unix": "#616161", "fanout": "#1565c0", "fanout-noreset": "#64b5f6",
     "node": "#2e7d32", "asyncio": "#ef6c00", "threads": "#8e24aa",
+    "floor-threads-reset": "#795548", "floor-threads": "#a1887f", "floor-async-reset": "#455a64",
+    "floor-async": "#90a4ae",
 }
 
 
@@ -301,6 +309,13 @@ def targets(med, settings):
                           "fanout median batch latency",
                 "measured": "not measured" if lat is None else f"{lat:.2f} ms",
                 "value": lat, "want": f"<= {limit:.1f} ms", "pass": lat is not None and lat <= limit})
+    floors = [get(f, "fanout64", "p50_ms") for f in FLOORS]
+    if any(v is not None for v in floors):
+        ms = ["-" if v is None else f"{v:.2f}" for v in floors]
+        out.append({"target": "  (its floor, libpq alone: 64 threads with / without the reset)",
+                    "measured": f"{ms[0]} / {ms[1]} ms", "value": None, "want": "info", "pass": None})
+        out.append({"target": "  (the same, one thread for all 64 connections)",
+                    "measured": f"{ms[2]} / {ms[3]} ms", "value": None, "want": "info", "pass": None})
 
     p99 = get("fanout", "batch10", "p99_ms")
     peer, pp50 = best_peer(med, "batch10", "p50_ms", lowest=True)
@@ -375,6 +390,22 @@ def reset_lines(med):
             f"(--reset-sessions false): {verdict}"]
 
 
+def floor_lines(med):
+    """(d) against its floor: what fanout adds to the same statements sent from plain libpq."""
+    f, fl = med.get(("fanout", "fanout64")), med.get(("floor-threads-reset", "fanout64"))
+    if not f or not fl or f["p50_ms"] is None or fl["p50_ms"] is None:
+        return []
+    lines = ["", f"(d)'s floor (bench/floor.c, no HTTP): fanout p50 {f['p50_ms']:.2f} ms, the same statements "
+                 f"from 64 libpq threads {fl['p50_ms']:.2f} ms:",
+             f"  fanout's own part (HTTP, JSON, the queue) {f['p50_ms'] - fl['p50_ms']:.2f} ms"]
+    lows = [(med[(k, "fanout64")]["p50_ms"], SYSTEM_LABEL[k]) for k in FLOORS
+            if (k, "fanout64") in med and med[(k, "fanout64")]["p50_ms"] is not None]
+    if lows:
+        v, label = min(lows)
+        lines.append(f"  the lowest floor measured: {label} {v:.2f} ms")
+    return lines
+
+
 def peer_lines(med):
     lines = ["fanout / best peer, per workload (throughput; latency for (d))"]
     for wl, wlabel in WORKLOADS[2:]:
@@ -404,7 +435,7 @@ def svg_chart(med, settings, machine):
         ("batch100", "(c) batch of 100 point selects", "queries/s", "qps",
          ["fanout", "node", "asyncio", "threads"]),
         ("fanout64", "(d) 64 x pg_sleep(0.01), 1 client", "queries/s", "qps",
-         ["fanout", "node", "asyncio", "threads"]),
+         ["fanout", "node", "asyncio", "threads", "floor-threads-reset", "floor-async"]),
         ("rows10k", "(e) one 10,000-row result", "rows/s", "rows_per_s",
          ["fanout", "node", "asyncio", "threads"]),
     ]
@@ -466,7 +497,7 @@ def cmd_report(a):
     med = medians(raw)
     tg = targets(med, settings)
     lines = table(med, settings, machine)
-    lines += target_lines(tg) + [""] + peer_lines(med) + reset_lines(med)
+    lines += target_lines(tg) + [""] + peer_lines(med) + floor_lines(med) + reset_lines(med)
     errs = sum(m["errors"] for m in med.values())
     if errs:
         lines += ["", f"WARNING: {errs} errors (non-200 replies, failed queries or socket errors, "

@@ -14,7 +14,10 @@
 #     (c) batch100.lua with SELECT abalance FROM pgbench_accounts WHERE aid = $1 and random aids,
 #     (e) range.lua (10,000 rows a request); then restarted with a pool of 64 for
 #     (d) slow.lua with 64 x pg_sleep(0.01) a batch and one client; and after fanout, (b) again on
-#     fanout with --reset-sessions false, for the cost of the session reset (issue 6).
+#     fanout with --reset-sessions false, for the cost of the session reset (issue 6);
+#   - after fanout's (d), (d)'s floor (bench/floor.c, no HTTP): the same sleeps from a plain libpq
+#     program, a thread per connection or one thread for all, each with and without the statements
+#     fanout's session reset adds to a lone read.
 # Each run is a warm-up, then a measured run of BENCH_SECONDS. Every service gets the same clients,
 # the same wrk threads and the same keys (the same seeds). It prints one table of medians and the
 # issue's targets with PASS/FAIL, and writes bench/results/latest.json (medians, targets, every raw
@@ -39,6 +42,7 @@
 #                             for development
 #   BENCH_OUT (bench/results) where latest.json and latest.svg go
 #   FANOUT_BIN (build/fanout) the fanout binary (a release build)
+#   FLOOR_BIN (build/bench-floor) bench/floor.c's binary (make bench builds both)
 #
 # As root it installs the Debian packages it lacks (wrk postgresql-client python3-aiohttp
 # python3-asyncpg python3-psycopg2 python3-uvloop, and postgresql nodejs npm curl when missing),
@@ -62,6 +66,7 @@ workloads=${BENCH_WORKLOADS:-single batch10 batch100 fanout64 rows10k}
 do_pgbench=${BENCH_PGBENCH:-1}
 outdir=${BENCH_OUT:-$here/results}
 fanout_bin=${FANOUT_BIN:-$root/build/fanout}
+floor_bin=${FLOOR_BIN:-$root/build/bench-floor}
 wrk_threads=2
 reply_timeout=30
 sleep_n=64
@@ -118,6 +123,11 @@ if [ -z "$PGBENCH" ]; then
 fi
 if [ -z "$PGBENCH" ] || [ ! -x "$PGBENCH" ]; then die "no pgbench"; fi
 [ -x "$fanout_bin" ] || die "no $fanout_bin (run make first, or make bench)"
+case " $systems " in *" fanout "*)
+    case " $workloads " in *" fanout64 "*)
+        [ -x "$floor_bin" ] || die "no $floor_bin (run make bench, or make build/bench-floor)" ;;
+    esac ;;
+esac
 
 case " $systems " in *" node "*)
     if [ ! -f "$here/peers/node/node_modules/.package-lock.json" ] ||
@@ -322,6 +332,19 @@ run_pgbench() {
     printf 'bench: rep %s %-12s %-10s %s tps (x%s queries)\n' "$rep" "$name" "$workload" "$tps" "$qpt" >&2
 }
 
+# run_floor SYSTEM REP ARGS...: (d)'s floor, bench/floor.c with ARGS; its own warm-up first.
+run_floor() {
+    system=$1 rep=$2
+    shift 2
+    log=$logs/$system-fanout64-$rep.log
+    args=(--connections "$fan_workers" --sleep "$sleep_s" --seconds "$secs" --warmup "$warmup" "$@")
+    fg timeout $((warmup + secs + 60)) "$floor_bin" --database "$dsn" "${args[@]}" >"$log" 2>&1 ||
+        { tail -n 20 "$log" >&2; die "bench-floor failed: $system"; }
+    "$PY" "$here/report.py" wrk --system "$system" --workload fanout64 --rep "$rep" \
+        --rows-per-request "$sleep_n" --log "$log" --cmd "build/bench-floor --database DSN ${args[*]}" >>"$raw"
+    printf 'bench: rep %s %-8s %-9s %s\n' "$rep" "$system" fanout64 "$(grep '^floor:' "$log" | head -n 1)" >&2
+}
+
 wants() { case " $workloads " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # --- the replies check ------------------------------------------------------------------------
@@ -385,6 +408,12 @@ for rep in $(seq 1 "$repeat"); do
             start_service "$s" "$fan_workers"
             run_wrk "$s" fanout64 "$rep" "$warmup"
             stop_service
+            if [ "$s" = fanout ]; then
+                run_floor floor-threads-reset "$rep" --threads "$fan_workers" --reset
+                run_floor floor-threads "$rep" --threads "$fan_workers"
+                run_floor floor-async-reset "$rep" --threads 1 --reset
+                run_floor floor-async "$rep" --threads 1
+            fi
         fi
         # Right after fanout's own batch10, the same without the session reset.
         if [ "$s" = fanout ] && wants batch10; then
