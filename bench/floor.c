@@ -119,7 +119,9 @@ static void *drive(void *arg)
                 pf[i].fd = -1;
             }
         }
-        atomic_fetch_sub(&fl.left, d->n - pending);
+        int failed = d->n - pending; /* counted as done, or the batch would never end */
+        if (failed > 0 && atomic_fetch_sub(&fl.left, failed) == failed)
+            sem_post(&fl.done);
         while (pending > 0) {
             if (poll(pf, d->n, -1) < 0)
                 continue;
