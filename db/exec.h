@@ -97,8 +97,10 @@ typedef struct db_pipe_hooks {
                                                are the caller's from now on */
     bool (*query_wanted)(void *arg, int i); /* is query i's result still wanted (a cancel
                                                that hit it was meant for it, if not) */
-    int (*cancels_sent)(void *arg);         /* deadline cancels sent to this run so far: the
-                                               57014s beyond that many are statement_timeout's */
+    int (*cancels_sent)(void *arg);         /* deadline cancels sent to this run so far (counted
+                                               before PQcancel): each may stop two statements,
+                                               the 57014s beyond twice that many are
+                                               statement_timeout's */
     void *arg;
 } db_pipe_hooks;
 
@@ -134,9 +136,10 @@ typedef struct db_pipe_hooks {
  * deadline that passes later then keeps the results that came back (SELECT 1 next to a
  * pg_sleep). A deadline's cancel (the worker's, from another thread) may land on any statement:
  * in a pipeline of several parts, a read-only query it cancelled that hooks->query_wanted still
- * wants goes out again (as long as there were no more 57014s in the run than hooks->cancels_sent
- * says cancels went out: the others are statement_timeout's, the query's answer), and a reset it
- * failed sends the parts behind it again. Returns
+ * wants goes out again (as long as there were no more 57014s in the run than twice the cancels
+ * hooks->cancels_sent says went out: the server signals the backend twice for each; the others
+ * are statement_timeout's, the query's answer), and a reset it failed sends the parts behind it
+ * again. Returns
  * DB_CONN_LOST when the connection broke or the pipeline lost its way (drop the connection),
  * DB_SQL_ERROR when the reset failed (the queries' results stand; reset again or drop it), else
  * DB_OK.

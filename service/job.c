@@ -240,7 +240,6 @@ bool svc_job_run(svc_job *job, db_conn *conn, svc_worker_stats *stats)
 /* One svc_job_run_pipeline call, for its done callback. */
 typedef struct pipe_ctx {
     svc_job *const *jobs;
-    int n;
     db_pipe_query *qs;
     db_conn *conn;
     svc_worker_stats *stats;
@@ -274,19 +273,12 @@ static bool pipeline_wanted(void *arg, int i)
     return atomic_load_explicit(&x->jobs[i]->state, memory_order_acquire) != SVC_JOB_ABANDONED;
 }
 
-/* How many 57014s of this run may be deadline cancels (svc_batch_abandon, then svc_pool_cancel):
- * those its worker sent, and as many again as it has abandoned jobs. The slack is for a cancel
- * whose signal the server took late (PQcancel returns before the backend acts on it): one CI
- * run saw a batch with no deadline answer 57014 behind two cancels, never reproduced. The bound
- * still stops a statement_timeout from going out round after round. */
+/* How many deadline cancels were sent to this run (svc_batch_abandon, then svc_pool_cancel)?
+ * Each may stop two statements (db_pipe_hooks.cancels_sent). */
 static int pipeline_cancels(void *arg)
 {
     const pipe_ctx *x = arg;
-    int abandoned = 0;
-    for (int i = 0; i < x->n; i++)
-        abandoned +=
-            atomic_load_explicit(&x->jobs[i]->state, memory_order_acquire) == SVC_JOB_ABANDONED;
-    return (int)atomic_load_explicit(x->cancels, memory_order_acquire) + abandoned;
+    return (int)atomic_load_explicit(x->cancels, memory_order_acquire);
 }
 
 /* How a batch's queries run in a pipeline. */
@@ -315,7 +307,6 @@ bool svc_job_run_pipeline(svc_job *const *jobs, int n, db_conn *conn, svc_worker
     int nparts = 0;
 
     n = n < DB_PIPELINE_MAX ? n : DB_PIPELINE_MAX;
-    x.n = n;
     for (int i = 0; i < n; i++) {
         svc_batch *b = jobs[i]->batch;
         const http_query *q = &b->desc->queries[jobs[i]->index];

@@ -568,8 +568,9 @@ static void run_cancel(void *arg)
      * has no statement, and 0 is also what running_seq says between runs, when a session
      * reset may be on the wire. */
     if (r->seq != 0 && r->w->running_seq == r->seq && r->w->cancel) {
-        /* Counted before it can land: each may stop one statement (a 57014 that it, and not
-         * statement_timeout, caused: db_exec_pipeline resends up to this many). */
+        /* Counted before it can land: each may stop up to two statements (the server signals
+         * the backend twice), 57014s that it, and not statement_timeout, caused:
+         * db_exec_pipeline resends up to twice this many. */
         atomic_fetch_add_explicit(&r->w->cancels, 1, memory_order_release);
         if (!PQcancel(r->w->cancel, errbuf, sizeof(errbuf))) {
             atomic_fetch_sub_explicit(&r->w->cancels, 1, memory_order_release);
