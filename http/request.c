@@ -78,6 +78,14 @@ bool http_format_double(double v, char *buf, size_t buflen)
 
     if (!isfinite(v) || !buf)
         return false;
+    /* A whole number a double holds exactly with every neighbour (up to 2^53) goes as digits:
+     * %g writes 1e15 as 1e+15, which an integer parameter refuses (Python's json writes
+     * float(10**15) as 1000000000000000.0). Beyond 2^53 the exponent stays: a double there may
+     * be a rounded neighbour of what the client wrote, and a refusal beats a wrong value. */
+    if (v == floor(v) && fabs(v) <= 9007199254740992.0 && fabs(v) >= 1e15) {
+        n = snprintf(buf, buflen, "%.0f", v);
+        return n > 0 && (size_t)n < buflen;
+    }
     /* %.15g round-trips every normal double that has a <= 15-digit form (DBL_DIG), so it is
      * the shortest when it reads back; subnormals have fewer digits, so start lower there. */
     for (prec = (v != 0 && fabs(v) < DBL_MIN) ? 1 : 15; prec <= 17; prec++) {

@@ -146,6 +146,8 @@ static void test_parameter_conversion(void **state)
         {"SELECT $1::float8 = 0.30000000000000004::float8", "[0.30000000000000004]", "true"},
         {"SELECT $1::float8 = -1e-6::float8", "[-0.000001]", "true"},
         {"SELECT $1::numeric = 1", "[1.0]", "true"},
+        {"SELECT $1::bigint", "[1e15]", "\"1000000000000000\""}, /* a whole real: digits */
+        {"SELECT $1::bigint = 1700000000000000", "[1700000000000000.0]", "true"},
         {"SELECT $1::text", "[true]", "\"true\""},
         {"SELECT $1::text", "[false]", "\"false\""},
         {"SELECT $1::bool", "[true]", "true"},
