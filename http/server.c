@@ -94,7 +94,8 @@ static bool conn_find(const conn_set *set, const struct evhttp_connection *c, si
     }
 }
 
-static bool conn_add(conn_set *set, struct evhttp_connection *c)
+/* Add c (if absent); its entry, or NULL when out of memory. The entry moves when the set grows. */
+static conn_entry *conn_add(conn_set *set, struct evhttp_connection *c)
 {
     size_t at;
     if ((set->len + 1) * 2 > set->cap) {
@@ -104,7 +105,7 @@ static bool conn_add(conn_set *set, struct evhttp_connection *c)
         set->slot = calloc(ncap, sizeof(*set->slot));
         if (!set->slot) {
             set->slot = old;
-            return false;
+            return NULL;
         }
         set->cap = ncap;
         for (size_t i = 0; i < ocap; i++)
@@ -116,7 +117,7 @@ static bool conn_add(conn_set *set, struct evhttp_connection *c)
         set->slot[at] = (conn_entry){.evcon = c};
         set->len++;
     }
-    return true;
+    return &set->slot[at];
 }
 
 static void conn_remove(conn_set *set, struct evhttp_connection *c)
@@ -494,11 +495,10 @@ static void on_request_deadline(evutil_socket_t fd, short what, void *arg)
     evhttp_connection_free(evcon);
 }
 
-/* Start the request deadline of the counted connection at slot `at`, unless it runs already or a
- * request of it is being served. */
-static void arm_deadline(http_server *s, size_t at)
+/* Start the request deadline of counted connection e, unless it runs already or a request of it
+ * is being served. */
+static void arm_deadline(http_server *s, conn_entry *e)
 {
-    conn_entry *e = &s->clients.slot[at];
     struct timeval tv = {s->settings->client_timeout_ms / 1000,
                          (s->settings->client_timeout_ms % 1000) * 1000};
     if (e->deadline && !e->serving && !evtimer_pending(e->deadline, NULL))
@@ -538,25 +538,25 @@ bool http_server_send_continue(struct evhttp_request *req)
     return send(fd, line, sizeof(line) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) == sizeof(line) - 1;
 }
 
-/* Count evcon against max_clients; false when they are all taken (or out of memory). */
-static bool count_client(http_server *s, struct evhttp_connection *evcon)
+/* Count evcon against max_clients: its entry, or NULL when they are all taken (or out of
+ * memory). */
+static conn_entry *count_client(http_server *s, struct evhttp_connection *evcon)
 {
     struct event *deadline = NULL;
-    size_t at;
+    conn_entry *e = NULL;
     if (s->clients.len >= (size_t)s->settings->max_clients)
-        return false;
+        return NULL;
     deadline = evtimer_new(evhttp_connection_get_base(evcon), on_request_deadline, evcon);
-    if (!deadline || !conn_add(&s->clients, evcon)) {
+    if (!deadline || !(e = conn_add(&s->clients, evcon))) {
         if (deadline)
             event_free(deadline);
-        return false;
+        return NULL;
     }
-    conn_find(&s->clients, evcon, &at);
-    s->clients.slot[at].deadline = deadline;
+    e->deadline = deadline;
     evhttp_connection_set_closecb(evcon, on_client_closed, s);
     /* It may have been held to UNCOUNTED_BODY_BYTES while beyond the cap. */
     evhttp_connection_set_max_body_size(evcon, s->settings->max_body_bytes);
-    return true;
+    return e;
 }
 
 /*
@@ -605,9 +605,10 @@ static void on_client_bytes(struct evbuffer *in, const struct evbuffer_cb_info *
     bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
     if (!evcon)
         return;
-    if (conn_find(&s->clients, evcon, &at) ||
-        (count_client(s, evcon) && conn_find(&s->clients, evcon, &at))) {
-        arm_deadline(s, at);
+    conn_entry *e =
+        conn_find(&s->clients, evcon, &at) ? &s->clients.slot[at] : count_client(s, evcon);
+    if (e) {
+        arm_deadline(s, e);
         return;
     }
     long most = s->settings->max_body_bytes;

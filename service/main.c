@@ -213,11 +213,6 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     http_server_set_auth_new(a->server, t);
 }
 
-/* evhttp turns a connection's read and write interest off and on around every request: six
- * epoll_ctl calls per single-query batch, a tenth of fanout's CPU under load. With the
- * changelist, libevent sends each fd's net change once per loop pass. Its one caveat, fds
- * cloned with dup(), does not apply: the loop never watches a dup'd fd. A closed fd's removal
- * may reach epoll after another thread reused the number: ENOENT, ignored (tests/tsan.supp). */
 /* Raise the soft descriptor limit to the hard one (shells and init systems often leave 1024) and
  * warn when max_clients and the workers would not fit under it. Start-up, before any thread. */
 static void raise_fd_limit(const cfg_settings *st)
@@ -239,6 +234,11 @@ static void raise_fd_limit(const cfg_settings *st)
                      st->max_clients, st->workers, SPARE_FDS, (unsigned long long)rl.rlim_cur);
 }
 
+/* evhttp turns a connection's read and write interest off and on around every request: six
+ * epoll_ctl calls per single-query batch, a tenth of fanout's CPU under load. With the
+ * changelist, libevent sends each fd's net change once per loop pass. Its one caveat, fds
+ * cloned with dup(), does not apply: the loop never watches a dup'd fd. A closed fd's removal
+ * may reach epoll after another thread reused the number: ENOENT, ignored (tests/tsan.supp). */
 static struct event_base *new_base(void)
 {
     struct event_config *cfg = event_config_new();

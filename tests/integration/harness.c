@@ -380,6 +380,27 @@ int fx_log_count(const fx_server *s, const char *needle)
     return n;
 }
 
+bool fx_log_line(const fx_server *s, const char *needle, char *line, size_t len)
+{
+    char buf[4096];
+    bool found = false;
+
+    for (int tries = 0; tries < 50 && !found; tries++) {
+        FILE *f = fopen(s->log, "r");
+        if (!f)
+            return false;
+        while (fgets(buf, sizeof(buf), f))
+            if (strstr(buf, needle)) {
+                snprintf(line, len, "%s", buf);
+                found = true;
+            }
+        fclose(f);
+        if (!found)
+            fx_sleep_ms(20);
+    }
+    return found;
+}
+
 bool fx_alive(fx_server *s)
 {
     int wstatus = 0;

@@ -68,6 +68,9 @@ void fx_kill(fx_server *s);
 bool fx_alive(fx_server *s);
 /* Lines of the server's log holding needle; -1 when the log cannot be read. */
 int fx_log_count(const fx_server *s, const char *needle);
+/* Wait up to 1 s for a line of the server's log holding needle (the log is written after the
+ * reply); copies the last such line into line. False when none came. */
+bool fx_log_line(const fx_server *s, const char *needle, char *line, size_t len);
 
 /* Open file descriptors of pid (from /proc); -1 when it cannot be read. */
 int fx_fd_count(pid_t pid);

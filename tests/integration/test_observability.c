@@ -163,22 +163,12 @@ static void test_access_log_line(void **state)
     assert_int_equal(r.status, 200);
     fx_response_free(&r);
 
-    json_t *line = NULL;
-    for (int tries = 0; tries < 50 && !line; tries++) {
-        FILE *f = fopen(srv.log, "r");
-        char buf[2048];
-        assert_non_null(f);
-        while (fgets(buf, sizeof(buf), f))
-            if (strstr(buf, "log-probe-7")) {
-                json_error_t e;
-                line = json_loads(buf, 0, &e);
-                FX_CHECK(line != NULL, "log line is not JSON: %s (%s)", buf, e.text);
-            }
-        fclose(f);
-        if (!line)
-            fx_sleep_ms(20);
-    }
-    FX_CHECK(line != NULL, "no access log line with the request id in %s", srv.log);
+    char buf[2048];
+    json_error_t e;
+    FX_CHECK(fx_log_line(&srv, "log-probe-7", buf, sizeof(buf)),
+             "no access log line with the request id in %s", srv.log);
+    json_t *line = json_loads(buf, 0, &e);
+    FX_CHECK(line != NULL, "log line is not JSON: %s (%s)", buf, e.text);
     FX_EXPECT_STR(line, "level", "info");
     FX_EXPECT_STR(line, "method", "POST");
     FX_EXPECT_STR(line, "path", "/v1/batch");
@@ -205,22 +195,11 @@ static void test_text_log_escapes_request_data(void **state)
     assert_int_equal(r.status, 404);
     fx_response_free(&r);
 
-    bool found = false;
-    for (int tries = 0; tries < 50 && !found; tries++) {
-        FILE *f = fopen(text.log, "r");
-        char buf[2048];
-        assert_non_null(f);
-        while (fgets(buf, sizeof(buf), f))
-            if (strstr(buf, "fake=1")) {
-                found = true;
-                FX_CHECK(strstr(buf, "GET /esc\\x1b[31m\\x09fake=1 404 ") != NULL, "log line: %s", buf);
-                FX_CHECK(strchr(buf, '\x1b') == NULL && strchr(buf, '\t') == NULL, "raw control bytes: %s", buf);
-            }
-        fclose(f);
-        if (!found)
-            fx_sleep_ms(20);
-    }
-    FX_CHECK(found, "no access log line for the request in %s", text.log);
+    char buf[2048];
+    FX_CHECK(fx_log_line(&text, "fake=1", buf, sizeof(buf)), "no access log line for the request in %s",
+             text.log);
+    FX_CHECK(strstr(buf, "GET /esc\\x1b[31m\\x09fake=1 404 ") != NULL, "log line: %s", buf);
+    FX_CHECK(strchr(buf, '\x1b') == NULL && strchr(buf, '\t') == NULL, "raw control bytes: %s", buf);
     assert_true(fx_stop(&text));
 }
 
